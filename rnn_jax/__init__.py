@@ -1,0 +1,33 @@
+"""rnn_jax: recurrent networks as pure JAX functions, and the experiments on why they are hard to train.
+
+Layering, bottom-up (nothing imports upward): activations, initializers -> cells
+-> unroll -> readout, losses, model -> bptt, diagnostics -> optim, regularizer
+-> tasks -> train -> experiments -> cli.
+"""
+
+from rnn_jax import activations, initializers, losses
+from rnn_jax.cells import (
+    Cell,
+    ElmanParams,
+    GRUParams,
+    LSTMParams,
+    LSTMState,
+    RNNState,
+    elman,
+    gru,
+    lstm,
+    make,
+    pascanu,
+)
+from rnn_jax.readout import ReadoutParams, readout, readout_init
+from rnn_jax.unroll import default_project_inputs, python_unroll, unroll
+from rnn_jax import model
+from rnn_jax.model import ModelParams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams",
+    "activations", "default_project_inputs", "elman", "gru", "initializers", "losses", "lstm", "make", "model",
+    "pascanu", "python_unroll", "readout", "readout_init", "unroll",
+]

@@ -1,0 +1,413 @@
+"""Recurrent cells as pure functions over named parameter pytrees.
+
+A cell is a :class:`Cell`, a ``NamedTuple`` of pure functions returned by a small
+constructor (:func:`elman`, :func:`pascanu`, :func:`lstm`, :func:`gru`)::
+
+    cell = rnn_jax.lstm(hidden_size=64, forget_bias=1.0)
+    params = cell.init(jax.random.key(0), input_size=8)      # LSTMParams(...)
+    carry = cell.initial_carry(batch_shape=(32,))            # LSTMState(hidden, cell)
+    carry, y = cell.step(params, carry, x)                   # x: (32, 8) -> y: (32, 64)
+
+Conventions (the original Theano code's row-vector layout): matrices are stored
+``(in, out)`` and applied as ``x @ W``, so ``w_hh`` here is the transpose of the
+``W_hh`` of the column-vector formulas (``h_t = f(W_hh h_{t-1} + ...)``).  Gated
+cells concatenate their gates along the output axis in PyTorch's order
+(LSTM ``i, f, g, o``; GRU ``r, z, n``) and fold the two PyTorch biases into one
+(except GRU's ``b_hn``, which multiplies the reset gate and cannot be folded).
+``step`` accepts unbatched ``(input_size,)`` or batched ``(..., input_size)`` inputs.
+
+Every cell also exposes ``project(params, x) = x @ w_ih + b`` and
+``step_projected(params, carry, xp)``, with ``step = step_projected ∘ project``,
+so an unroll may compute the input projection for all steps at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax import activations, initializers
+from rnn_jax._checks import check_choice, check_floating, check_key, check_positive_int, describe
+
+Array = jax.Array
+
+
+# ---------------------------------------------------------------- carries
+
+
+class RNNState(NamedTuple):
+    """Carry of the Elman, Pascanu and GRU cells.
+
+    hidden: (..., hidden_size). For :func:`pascanu` it holds the pre-activation
+    state ``x_t`` of the paper's equation 2, not ``σ(x_t)``.
+    """
+
+    hidden: Array
+
+
+class LSTMState(NamedTuple):
+    """Carry of the LSTM: hidden ``h`` and cell ``c``, each (..., hidden_size)."""
+
+    hidden: Array
+    cell: Array
+
+
+# ---------------------------------------------------------------- parameters
+
+
+class ElmanParams(NamedTuple):
+    """Parameters of :func:`elman` and :func:`pascanu`.
+
+    w_ih: (input_size, H); w_hh: (H, H); b: (H,).
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b: Array
+
+
+class LSTMParams(NamedTuple):
+    """Parameters of :func:`lstm`; gate blocks along the last axis in order i, f, g, o.
+
+    w_ih: (input_size, 4H); w_hh: (H, 4H); b: (4H,) = PyTorch's b_ih + b_hh.
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b: Array
+
+
+class GRUParams(NamedTuple):
+    """Parameters of :func:`gru`; gate blocks along the last axis in order r, z, n.
+
+    w_ih: (input_size, 3H); w_hh: (H, 3H);
+    b: (3H,) = [b_ir + b_hr, b_iz + b_hz, b_in]; b_hn: (H,).
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b: Array
+    b_hn: Array
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: a bundle of pure functions plus its static configuration.
+
+    Attributes:
+      kind: ``"elman"``, ``"pascanu"``, ``"lstm"`` or ``"gru"``.
+      hidden_size: number of units H.
+      activation: name of the state nonlinearity (``tanh`` for LSTM and GRU).
+      gates: number of gate blocks G (1, 1, 4, 3).
+      init: ``init(key, input_size, dtype=jnp.float32) -> params``.
+      initial_carry: ``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry`` (zeros).
+      step: ``step(params, carry, x) -> (carry, y)``; ``y`` is what a readout sees.
+      project: ``project(params, x) -> x @ w_ih + b`` of shape (..., G*H).
+      step_projected: ``step_projected(params, carry, xp) -> (carry, y)``.
+      params_type: the parameters' NamedTuple class.
+      carry_type: the carry's NamedTuple class.
+    """
+
+    kind: str
+    hidden_size: int
+    activation: str
+    gates: int
+    init: Callable[..., Any]
+    initial_carry: Callable[..., Any]
+    step: Callable[..., Any]
+    project: Callable[..., Any]
+    step_projected: Callable[..., Any]
+    params_type: type
+    carry_type: type
+
+
+InitSpec = Union[str, initializers.Initializer]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_params(cell: Cell, params: Any) -> int:
+    """Check ``params`` against ``cell`` at trace time and return the input size."""
+    if not isinstance(params, cell.params_type):
+        raise TypeError(
+            f"{cell.kind} cell: expected parameters of type {cell.params_type.__name__} "
+            f"(fields {', '.join(cell.params_type._fields)}), got {type(params).__name__}"
+        )
+    h, g = cell.hidden_size, cell.gates
+    w_ih = params.w_ih
+    for name in params._fields:
+        check_floating(f"{cell.kind} params.{name}", getattr(params, name))
+    if w_ih.ndim != 2 or w_ih.shape[1] != g * h:
+        raise ValueError(f"{cell.kind} params.w_ih: expected shape (input_size, {g * h}), got {tuple(w_ih.shape)}")
+    expected = {"w_hh": (h, g * h), "b": (g * h,), "b_hn": (h,)}
+    for name in params._fields[1:]:
+        leaf = getattr(params, name)
+        if tuple(leaf.shape) != expected[name]:
+            raise ValueError(f"{cell.kind} params.{name}: expected shape {expected[name]}, got {tuple(leaf.shape)}")
+        if leaf.dtype != w_ih.dtype:
+            raise TypeError(f"{cell.kind} params.{name}: expected dtype {w_ih.dtype} like w_ih, got {leaf.dtype}")
+    return int(w_ih.shape[0])
+
+
+def check_carry(cell: Cell, carry: Any, batch_shape: tuple, dtype) -> None:
+    """Check a carry's type, shapes (``batch_shape + (H,)``) and dtype."""
+    if not isinstance(carry, cell.carry_type):
+        raise TypeError(
+            f"{cell.kind} cell: expected a carry of type {cell.carry_type.__name__} "
+            f"(fields {', '.join(cell.carry_type._fields)}), got {type(carry).__name__}"
+        )
+    want = tuple(batch_shape) + (cell.hidden_size,)
+    for name in carry._fields:
+        leaf = getattr(carry, name)
+        check_floating(f"{cell.kind} carry.{name}", leaf)
+        if tuple(leaf.shape) != want:
+            raise ValueError(f"{cell.kind} carry.{name}: expected shape {want}, got {tuple(leaf.shape)}")
+        if leaf.dtype != dtype:
+            raise TypeError(f"{cell.kind} carry.{name}: expected dtype {dtype} like the parameters, got {leaf.dtype}")
+
+
+def _check_step_input(cell: Cell, params, x) -> None:
+    input_size = check_params(cell, params)
+    check_floating(f"{cell.kind} step input x", x)
+    if x.ndim < 1 or x.shape[-1] != input_size:
+        raise ValueError(f"{cell.kind} step input x: expected shape (..., {input_size}), got {tuple(x.shape)}")
+
+
+def _check_init_args(kind: str, key, input_size, dtype) -> None:
+    check_key(f"{kind}.init key", key)
+    check_positive_int(f"{kind}.init input_size", input_size)
+    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+        raise TypeError(f"{kind}.init dtype: expected a floating dtype, got {jnp.dtype(dtype)}")
+
+
+def _project_single(params, x):
+    return x @ params.w_ih + params.b
+
+
+def _make_initial_carry(carry_type, hidden_size):
+    def initial_carry(batch_shape: tuple = (), dtype=jnp.float32):
+        shape = tuple(batch_shape) + (hidden_size,)
+        return carry_type(*[jnp.zeros(shape, dtype) for _ in carry_type._fields])
+
+    return initial_carry
+
+
+def _resolve_inits(kind, hidden_size, input_init, recurrent_init, bias_init):
+    return (
+        initializers.resolve(f"{kind} input_init", input_init, hidden_size),
+        initializers.resolve(f"{kind} recurrent_init", recurrent_init, hidden_size),
+        initializers.resolve(f"{kind} bias_init", bias_init, hidden_size),
+    )
+
+
+def _build(kind, hidden_size, activation, gates, init, step_projected, params_type, carry_type) -> Cell:
+    """Assemble a :class:`Cell`; ``step`` validates its arguments then projects and steps."""
+    cell = None
+
+    def step(params, carry, x):
+        _check_step_input(cell, params, x)
+        return step_projected(params, carry, _project_single(params, x))
+
+    cell = Cell(kind, hidden_size, activation, gates, init, _make_initial_carry(carry_type, hidden_size), step,
+                _project_single, step_projected, params_type, carry_type)
+    return cell
+
+
+# ---------------------------------------------------------------- Elman
+
+
+def _elman_family(kind, hidden_size, activation, scheme, input_init, recurrent_init, bias_init):
+    hidden_size = check_positive_int(f"{kind} hidden_size", hidden_size)
+    if scheme is not None:
+        check_choice("initialisation scheme", scheme, initializers.PAPER_SCHEMES)
+        s_in, s_rec, s_act = initializers.PAPER_SCHEMES[scheme]
+        input_init = s_in if input_init is None else input_init
+        recurrent_init = s_rec if recurrent_init is None else recurrent_init
+        bias_init = "zeros" if bias_init is None else bias_init
+        activation = s_act if activation is None else activation
+    activation = "tanh" if activation is None else activation
+    act = activations.get(activation)
+    inits = _resolve_inits(
+        kind,
+        hidden_size,
+        "uniform" if input_init is None else input_init,
+        "uniform" if recurrent_init is None else recurrent_init,
+        "uniform" if bias_init is None else bias_init,
+    )
+    return hidden_size, act, inits
+
+
+def _elman_init(kind, hidden_size, inits):
+    input_init, recurrent_init, bias_init = inits
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_init_args(kind, key, input_size, dtype)
+        k_ih, k_hh, k_b = jax.random.split(key, 3)
+        return ElmanParams(
+            w_ih=input_init(k_ih, (input_size, hidden_size), dtype),
+            w_hh=recurrent_init(k_hh, (hidden_size, hidden_size), dtype),
+            b=bias_init(k_b, (hidden_size,), dtype),
+        )
+
+    return init
+
+
+def elman(
+    hidden_size: int,
+    activation: Optional[str] = None,
+    *,
+    scheme: Optional[str] = None,
+    input_init: Optional[InitSpec] = None,
+    recurrent_init: Optional[InitSpec] = None,
+    bias_init: Optional[InitSpec] = None,
+) -> Cell:
+    """Elman RNN: ``h_t = f(h_{t-1} @ w_hh + x_t @ w_ih + b)``, output ``y_t = h_t``.
+
+    (Column-vector form: ``h_t = f(W_hh h_{t-1} + W_ih x_t + b)`` with ``W = w.T``.)
+
+    Args:
+      hidden_size: number of units H.
+      activation: ``tanh`` (default), ``sigmoid``, ``relu`` or ``identity``. With
+        ``identity`` and H = 1 this is the linear RNN of the counting tutorial,
+        ``s_k = s_{k-1} w_rec + x_k w_x``.
+      scheme: one of the paper's initialisations ``sigmoid``, ``basic_tanh``,
+        ``smart_tanh``; sets the activation (unless given), the input and
+        recurrent initialisers (unless given) and zero biases.
+      input_init, recurrent_init, bias_init: a name from
+        :data:`rnn_jax.initializers.NAMED` or a callable ``(key, shape, dtype)``.
+        Default: PyTorch's U(-1/√H, 1/√H) for all three.
+    """
+    hidden_size, act, inits = _elman_family("elman", hidden_size, activation, scheme, input_init, recurrent_init, bias_init)
+
+    def step_projected(params, carry, xp):
+        h = act.fn(xp + carry.hidden @ params.w_hh)
+        return RNNState(h), h
+
+    init = _elman_init("elman", hidden_size, inits)
+    return _build("elman", hidden_size, act.name, 1, init, step_projected, ElmanParams, RNNState)
+
+
+def pascanu(
+    hidden_size: int,
+    activation: Optional[str] = None,
+    *,
+    scheme: Optional[str] = None,
+    input_init: Optional[InitSpec] = None,
+    recurrent_init: Optional[InitSpec] = None,
+    bias_init: Optional[InitSpec] = None,
+) -> Cell:
+    """Pascanu et al.'s theory form (eq. 2): ``x_t = σ(x_{t-1}) @ w_rec + u_t @ w_in + b``.
+
+    The carry is the pre-activation state ``x_t``; the step's output is
+    ``y_t = σ(x_t)``, the quantity a readout sees. Arguments as in :func:`elman`
+    (``w_ih`` is ``W_in``, ``w_hh`` is ``W_rec``, both transposed).
+    """
+    hidden_size, act, inits = _elman_family("pascanu", hidden_size, activation, scheme, input_init, recurrent_init, bias_init)
+
+    def step_projected(params, carry, xp):
+        x = act.fn(carry.hidden) @ params.w_hh + xp
+        return RNNState(x), act.fn(x)
+
+    init = _elman_init("pascanu", hidden_size, inits)
+    return _build("pascanu", hidden_size, act.name, 1, init, step_projected, ElmanParams, RNNState)
+
+
+# ---------------------------------------------------------------- LSTM
+
+
+def lstm(
+    hidden_size: int,
+    *,
+    forget_bias: float = 0.0,
+    input_init: InitSpec = "uniform",
+    recurrent_init: InitSpec = "uniform",
+    bias_init: InitSpec = "uniform",
+) -> Cell:
+    """LSTM with PyTorch's equations and gate order ``i, f, g, o``::
+
+        i = σ(x W_ii + h W_hi + b_i)     f = σ(x W_if + h W_hf + b_f)
+        g = tanh(x W_ig + h W_hg + b_g)  o = σ(x W_io + h W_ho + b_o)
+        c' = f ⊙ c + i ⊙ g               h' = o ⊙ tanh(c'),   output y = h'
+
+    Args:
+      hidden_size: number of units H.
+      forget_bias: added to the forget gate's bias at initialisation (1.0 is the
+        usual remedy against early vanishing, Gers et al. 2000).
+      input_init, recurrent_init, bias_init: names or callables; default
+        PyTorch's U(-1/√H, 1/√H).
+    """
+    hidden_size = check_positive_int("lstm hidden_size", hidden_size)
+    inits = _resolve_inits("lstm", hidden_size, input_init, recurrent_init, bias_init)
+    h = hidden_size
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_init_args("lstm", key, input_size, dtype)
+        k_ih, k_hh, k_b = jax.random.split(key, 3)
+        b = inits[2](k_b, (4 * h,), dtype)
+        b = b.at[h : 2 * h].add(jnp.asarray(forget_bias, dtype))
+        return LSTMParams(inits[0](k_ih, (input_size, 4 * h), dtype), inits[1](k_hh, (h, 4 * h), dtype), b)
+
+    def step_projected(params, carry, xp):
+        z = xp + carry.hidden @ params.w_hh
+        i = jax.nn.sigmoid(z[..., :h])
+        f = jax.nn.sigmoid(z[..., h : 2 * h])
+        g = jnp.tanh(z[..., 2 * h : 3 * h])
+        o = jax.nn.sigmoid(z[..., 3 * h :])
+        c = f * carry.cell + i * g
+        hidden = o * jnp.tanh(c)
+        return LSTMState(hidden, c), hidden
+
+    return _build("lstm", h, "tanh", 4, init, step_projected, LSTMParams, LSTMState)
+
+
+# ---------------------------------------------------------------- GRU
+
+
+def gru(
+    hidden_size: int,
+    *,
+    input_init: InitSpec = "uniform",
+    recurrent_init: InitSpec = "uniform",
+    bias_init: InitSpec = "uniform",
+) -> Cell:
+    """GRU with PyTorch's equations and gate order ``r, z, n``::
+
+        r = σ(x W_ir + h W_hr + b_r)     z = σ(x W_iz + h W_hz + b_z)
+        n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn))
+        h' = (1 − z) ⊙ n + z ⊙ h,        output y = h'
+
+    ``b_hn`` sits inside the reset gate's product and is kept apart from ``b_in``.
+    """
+    hidden_size = check_positive_int("gru hidden_size", hidden_size)
+    inits = _resolve_inits("gru", hidden_size, input_init, recurrent_init, bias_init)
+    h = hidden_size
+
+    def init(key, input_size, dtype=jnp.float32):
+        _check_init_args("gru", key, input_size, dtype)
+        k_ih, k_hh, k_b, k_bn = jax.random.split(key, 4)
+        return GRUParams(
+            inits[0](k_ih, (input_size, 3 * h), dtype),
+            inits[1](k_hh, (h, 3 * h), dtype),
+            inits[2](k_b, (3 * h,), dtype),
+            inits[2](k_bn, (h,), dtype),
+        )
+
+    def step_projected(params, carry, xp):
+        hh = carry.hidden @ params.w_hh
+        r = jax.nn.sigmoid(xp[..., :h] + hh[..., :h])
+        z = jax.nn.sigmoid(xp[..., h : 2 * h] + hh[..., h : 2 * h])
+        n = jnp.tanh(xp[..., 2 * h :] + r * (hh[..., 2 * h :] + params.b_hn))
+        hidden = (1 - z) * n + z * carry.hidden
+        return RNNState(hidden), hidden
+
+    return _build("gru", h, "tanh", 3, init, step_projected, GRUParams, RNNState)
+
+
+CELLS = {"elman": elman, "pascanu": pascanu, "lstm": lstm, "gru": gru}
+
+
+def make(kind: str, hidden_size: int, **kwargs) -> Cell:
+    """Build a cell by name: ``make("lstm", 64, forget_bias=1.0)``."""
+    return CELLS[check_choice("cell kind", kind, CELLS)](hidden_size, **kwargs)

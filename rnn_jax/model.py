@@ -1,0 +1,87 @@
+"""A cell plus a linear readout plus a loss: the model every experiment trains.
+
+``ModelParams(cell=..., readout=...)`` is a pytree, so ``jax.grad`` of
+:func:`loss` gives gradients for both, optax updates both, and ``vmap`` over a
+leading axis of every leaf trains many members at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax import losses as _losses
+from rnn_jax._checks import check_choice
+from rnn_jax.cells import Cell
+from rnn_jax.readout import ReadoutParams, readout, readout_init
+from rnn_jax.unroll import unroll
+
+ON = ("last", "every")
+
+
+class ModelParams(NamedTuple):
+    cell: Any
+    readout: ReadoutParams
+
+
+def init(
+    key: jax.Array,
+    cell: Cell,
+    input_size: int,
+    output_size: int,
+    *,
+    readout_weight_init: Union[str, Any] = "uniform",
+    dtype=jnp.float32,
+) -> ModelParams:
+    """Initialise the cell and its readout from one key (split deterministically)."""
+    k_cell, k_out = jax.random.split(key)
+    return ModelParams(
+        cell.init(k_cell, input_size, dtype),
+        readout_init(k_out, cell.hidden_size, output_size, weight_init=readout_weight_init, dtype=dtype),
+    )
+
+
+def predict(cell: Cell, params: ModelParams, xs: jax.Array, *, on: str = "last", lengths=None, **unroll_kwargs):
+    """Readout of the outputs: ``(batch, O)`` at each last valid step (``on="last"``)
+    or ``(batch, time, O)`` at every step (``on="every"``); always batch-major, whatever
+    the layout of ``xs`` (``(O,)`` / ``(time, O)`` for an unbatched sequence)."""
+    check_choice("on", on, ON)
+    _, ys = unroll(cell, params.cell, xs, lengths=lengths, **unroll_kwargs)[:2]
+    if unroll_kwargs.get("time_major") and ys.ndim == 3:
+        ys = jnp.swapaxes(ys, 0, 1)
+    if on == "last":
+        ys = _losses.last_outputs(ys, lengths)
+    return readout(params.readout, ys)
+
+
+def loss(
+    cell: Cell,
+    params: ModelParams,
+    xs: jax.Array,
+    targets: jax.Array,
+    *,
+    loss: str = "mse",
+    on: str = "last",
+    lengths: Optional[jax.Array] = None,
+    **unroll_kwargs,
+) -> jax.Array:
+    """The scalar training loss.
+
+    Args:
+      loss: ``"mse"`` (targets ``(..., O)`` floats) or ``"xent"`` (integer labels).
+      on: ``"last"`` -- targets per sequence, compared with the readout at its last
+        valid step; ``"every"`` -- targets per step (batch-major ``(batch, time, ...)``
+        whatever the layout of ``xs``), padded steps masked out.
+      lengths, **unroll_kwargs: passed to :func:`rnn_jax.unroll.unroll`.
+    """
+    fn = _losses.LOSSES[check_choice("loss", loss, _losses.LOSSES)]
+    predictions = predict(cell, params, xs, on=on, lengths=lengths, **unroll_kwargs)
+    mask = None
+    if lengths is not None:
+        if on == "last":
+            mask = _losses.last_step_mask(lengths, lengths.shape, predictions.dtype)
+        else:
+            mask = _losses.sequence_mask(lengths, predictions.shape[-2], predictions.dtype)
+    return fn(predictions, targets, mask)

@@ -1,0 +1,224 @@
+"""Run a cell over a sequence: :func:`unroll` (``lax.scan``) and :func:`python_unroll`.
+
+Both take the same arguments and give the same results; the Python loop is the
+plain reference that tests compare the scan against.
+
+Layouts of ``xs``:
+  * ``(batch, time, features)`` -- the default;
+  * ``(time, batch, features)`` -- with ``time_major=True``;
+  * ``(time, features)`` -- one unbatched sequence.
+Outputs (and carries, on request) come back in the same layout as ``xs``.
+
+``lengths`` (``(batch,)`` integers, or a scalar for an unbatched sequence) marks
+each sequence's valid steps ``0 .. length-1``: at a padded step the carry is kept
+and the output is zero, so the final carry is the one after the last valid step.
+With ``reverse=True`` each sequence is read from its own last valid step back to
+step 0 (PyTorch's packed-sequence semantics) and outputs stay at their positions.
+Lengths known at trace time are checked to lie in ``[0, time]``; traced lengths
+cannot be inspected and are clipped into that range (documented, tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax._checks import check_floating, check_integer, describe, is_concrete
+from rnn_jax.cells import Cell, check_carry, check_params
+
+# Whether to compute x @ w_ih + b for all steps before the loop, per (backend, cell kind).
+# Measured in benchmarks/ (see benchmarks/RESULTS.md): on CPU the projection inside the
+# step was faster for LSTM and GRU (hoisting materialises a (T, B, G*H) tensor and its
+# gradient); on accelerators hoisting turns T small matmuls into one large one.
+PROJECT_INPUTS_DEFAULT = {
+    "cpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
+    "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
+    "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
+}
+
+
+def default_project_inputs(cell: Cell, backend: Optional[str] = None) -> bool:
+    """The measured default for ``project_inputs`` on ``backend`` (default: JAX's default backend)."""
+    backend = backend or jax.default_backend()
+    table = PROJECT_INPUTS_DEFAULT.get(backend, PROJECT_INPUTS_DEFAULT["gpu"])
+    return table.get(cell.kind, False)
+
+
+class _Prepared(NamedTuple):
+    xs: jax.Array  # (time, *batch, features)
+    batch_shape: tuple
+    carry: Any
+    lengths: Optional[jax.Array]  # (*batch,) int32 or None
+    to_time_major: Any  # callable putting a (batch, time, ...) array in time-major order
+    from_time_major: Any
+
+
+def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Prepared:
+    """Validate every argument at trace time and bring ``xs`` to time-major layout."""
+    input_size = check_params(cell, params)
+    dtype = params.w_ih.dtype
+    check_floating("xs", xs)
+    if xs.ndim not in (2, 3):
+        raise ValueError(
+            f"xs: expected rank 3 (batch, time, features), (time, batch, features) with time_major=True, "
+            f"or rank 2 (time, features); got {describe(xs)}"
+        )
+    if xs.shape[-1] != input_size:
+        raise ValueError(f"xs: expected {input_size} features (the parameters' input size), got shape {tuple(xs.shape)}")
+    if xs.dtype != dtype:
+        raise TypeError(f"xs: expected dtype {dtype} to match the parameters, got {xs.dtype}")
+    if xs.ndim == 3 and not time_major:
+        xs_t = jnp.swapaxes(xs, 0, 1)
+        batch_shape = (xs.shape[0],)
+        swap = lambda a: jnp.swapaxes(a, 0, 1)
+        to_tm, from_tm = swap, swap
+    else:
+        xs_t = xs
+        batch_shape = tuple(xs.shape[1:-1])
+        to_tm = from_tm = lambda a: a
+    time = xs_t.shape[0]
+    if time == 0:
+        raise ValueError(f"xs: the sequence has zero steps (shape {tuple(xs.shape)}); expected at least one")
+
+    if initial_carry is None:
+        carry = cell.initial_carry(batch_shape, dtype)
+    else:
+        if isinstance(initial_carry, cell.carry_type):
+            # an unbatched carry (e.g. a learnable initial state) is broadcast to the batch
+            initial_carry = cell.carry_type(
+                *[
+                    jnp.broadcast_to(leaf, batch_shape + leaf.shape) if hasattr(leaf, "ndim") and leaf.ndim == 1 and batch_shape else leaf
+                    for leaf in initial_carry
+                ]
+            )
+        check_carry(cell, initial_carry, batch_shape, dtype)
+        carry = initial_carry
+
+    if lengths is not None:
+        lengths = jnp.asarray(lengths) if isinstance(lengths, (int, np.integer, list, tuple)) else lengths
+        check_integer("lengths", lengths)
+        if tuple(lengths.shape) != batch_shape:
+            raise ValueError(f"lengths: expected shape {batch_shape} (one per sequence), got {tuple(lengths.shape)}")
+        if is_concrete(lengths):
+            lo, hi = int(np.min(np.asarray(lengths), initial=0)), int(np.max(np.asarray(lengths), initial=0))
+            if lo < 0 or hi > time:
+                raise ValueError(f"lengths: expected values in [0, {time}] (the number of steps), got values in [{lo}, {hi}]")
+        lengths = jnp.clip(lengths, 0, time).astype(jnp.int32)
+    return _Prepared(xs_t, batch_shape, carry, lengths, to_tm, from_tm)
+
+
+def _masked(step, lengths):
+    """Wrap ``step(carry, x) -> (carry, y)`` so that steps at t >= length keep the carry and output 0."""
+    if lengths is None:
+        return lambda carry, inp: step(carry, inp[0])
+
+    def masked_step(carry, inp):
+        x, t = inp
+        new_carry, y = step(carry, x)
+        valid = (t < lengths)[..., None]
+        new_carry = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_carry, carry)
+        return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
+
+    return masked_step
+
+
+def unroll(
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    *,
+    initial_carry: Any = None,
+    lengths: Optional[jax.Array] = None,
+    time_major: bool = False,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: bool = False,
+    return_carries: bool = False,
+    project_inputs: Optional[bool] = None,
+):
+    """Run ``cell`` over ``xs`` with ``lax.scan``.
+
+    Args:
+      cell: a :class:`~rnn_jax.cells.Cell`.
+      params: the cell's parameters.
+      xs: ``(batch, time, features)``, ``(time, batch, features)`` if ``time_major``,
+        or ``(time, features)``; same floating dtype as ``params``.
+      initial_carry: the cell's carry type with leaves ``(*batch, H)`` or ``(H,)``
+        (broadcast); default zeros. A learnable initial state is a parameter passed here.
+      lengths: ``(batch,)`` integer valid lengths (scalar if unbatched), or None.
+      time_major: see the layouts above.
+      reverse: run from the last step to the first.
+      unroll: ``lax.scan``'s unroll factor.
+      remat: wrap the step in ``jax.checkpoint`` so the backward pass recomputes
+        the step's internals and stores only the carries (for long sequences).
+      return_carries: also return the carry after every step.
+      project_inputs: compute ``x @ w_ih + b`` for all steps before the loop
+        (True) or inside each step (False); default per device and cell,
+        :func:`default_project_inputs`.
+
+    Returns:
+      ``(final_carry, outputs)``, or ``(final_carry, outputs, carries)`` with
+      ``return_carries``; ``outputs`` has the layout of ``xs`` with H features.
+    """
+    if not (isinstance(unroll, (int, np.integer)) and not isinstance(unroll, bool) and unroll >= 1):
+        raise ValueError(f"unroll: expected a positive integer, got {unroll!r}")
+    prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
+    if project_inputs is None:
+        project_inputs = default_project_inputs(cell)
+
+    if project_inputs:
+        inputs = cell.project(params, prep.xs)
+        base = lambda carry, xp: cell.step_projected(params, carry, xp)
+    else:
+        inputs = prep.xs
+        base = lambda carry, x: cell.step_projected(params, carry, cell.project(params, x))
+
+    if return_carries:
+        inner = base
+        base = lambda carry, x: (lambda c, y: (c, (y, c)))(*inner(carry, x))
+    body = _masked(base, prep.lengths)
+    if remat:
+        body = jax.checkpoint(body)
+    steps = jnp.arange(prep.xs.shape[0], dtype=jnp.int32)
+    final, out = jax.lax.scan(body, prep.carry, (inputs, steps), reverse=reverse, unroll=int(unroll))
+    if return_carries:
+        ys, carries = out
+        return final, prep.from_time_major(ys), jax.tree_util.tree_map(prep.from_time_major, carries)
+    return final, prep.from_time_major(out)
+
+
+def python_unroll(
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    *,
+    initial_carry: Any = None,
+    lengths: Optional[jax.Array] = None,
+    time_major: bool = False,
+    reverse: bool = False,
+    return_carries: bool = False,
+):
+    """The same as :func:`unroll`, as a plain Python loop over :attr:`Cell.step` (a reference)."""
+    prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
+    time = prep.xs.shape[0]
+    carry = prep.carry
+    ys = [None] * time
+    carries = [None] * time
+    order = range(time - 1, -1, -1) if reverse else range(time)
+    for t in order:
+        new_carry, y = cell.step(params, carry, prep.xs[t])
+        if prep.lengths is not None:
+            valid = (t < prep.lengths)[..., None]
+            new_carry = cell.carry_type(*[jnp.where(valid, n, o) for n, o in zip(new_carry, carry)])
+            y = jnp.where(valid, y, 0.0)
+        carry = new_carry
+        ys[t] = y
+        carries[t] = carry
+    outputs = prep.from_time_major(jnp.stack(ys))
+    if return_carries:
+        stacked = cell.carry_type(*[prep.from_time_major(jnp.stack(leaves)) for leaves in zip(*carries)])
+        return carry, outputs, stacked
+    return carry, outputs
