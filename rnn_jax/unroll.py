@@ -102,8 +102,8 @@ def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Pre
         check_integer("lengths", lengths)
         if tuple(lengths.shape) != batch_shape:
             raise ValueError(f"lengths: expected shape {batch_shape} (one per sequence), got {tuple(lengths.shape)}")
-        if is_concrete(lengths):
-            lo, hi = int(np.min(np.asarray(lengths), initial=0)), int(np.max(np.asarray(lengths), initial=0))
+        if is_concrete(lengths) and lengths.size:
+            lo, hi = int(np.min(np.asarray(lengths))), int(np.max(np.asarray(lengths)))
             if lo < 0 or hi > time:
                 raise ValueError(f"lengths: expected values in [0, {time}] (the number of steps), got values in [{lo}, {hi}]")
         lengths = jnp.clip(lengths, 0, time).astype(jnp.int32)
@@ -176,10 +176,10 @@ def unroll(
         inputs = prep.xs
         base = lambda carry, x: cell.step_projected(params, carry, cell.project(params, x))
 
-    if return_carries:
-        inner = base
-        base = lambda carry, x: (lambda c, y: (c, (y, c)))(*inner(carry, x))
     body = _masked(base, prep.lengths)
+    if return_carries:
+        masked = body
+        body = lambda carry, inp: (lambda c, y: (c, (y, c)))(*masked(carry, inp))
     if remat:
         body = jax.checkpoint(body)
     steps = jnp.arange(prep.xs.shape[0], dtype=jnp.int32)
