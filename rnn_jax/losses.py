@@ -15,13 +15,13 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._checks import check_floating, check_integer, check_array, describe
+from rnn_jax._checks import check_floating, check_integer
 
 
 def sequence_mask(lengths: jax.Array, time: int, dtype=jnp.float32) -> jax.Array:
     """``mask[..., t] = 1`` where ``t < lengths[...]``: shape ``lengths.shape + (time,)``."""
     check_integer("lengths", lengths)
-    return (jnp.arange(time) < lengths[..., None]).astype(dtype)
+    return (jnp.arange(time, dtype=lengths.dtype) < lengths[..., None]).astype(dtype)
 
 
 def last_outputs(outputs: jax.Array, lengths: Optional[jax.Array] = None) -> jax.Array:

@@ -76,8 +76,33 @@ def loss(
         whatever the layout of ``xs``), padded steps masked out.
       lengths, **unroll_kwargs: passed to :func:`rnn_jax.unroll.unroll`.
     """
+    check_choice("loss", loss, _losses.LOSSES)
+    check_choice("on", on, ON)
+    _, ys = unroll(cell, params.cell, xs, lengths=lengths, **unroll_kwargs)[:2]
+    if unroll_kwargs.get("time_major") and ys.ndim == 3:
+        ys = jnp.swapaxes(ys, 0, 1)
+    return loss_from_outputs(params.readout, ys, targets, loss=loss, on=on, lengths=lengths)
+
+
+def loss_from_outputs(
+    readout_params: ReadoutParams,
+    outputs: jax.Array,
+    targets: jax.Array,
+    *,
+    loss: str = "mse",
+    on: str = "last",
+    lengths: Optional[jax.Array] = None,
+) -> jax.Array:
+    """The reduction of :func:`loss` applied to a cell's per-step outputs.
+
+    outputs: batch-major ``(batch, time, H)`` (or ``(time, H)``), zero at padded steps.
+    Shared by :func:`loss` and by code that runs its own scan (the diagnostics).
+    """
     fn = _losses.LOSSES[check_choice("loss", loss, _losses.LOSSES)]
-    predictions = predict(cell, params, xs, on=on, lengths=lengths, **unroll_kwargs)
+    check_choice("on", on, ON)
+    if on == "last":
+        outputs = _losses.last_outputs(outputs, lengths)
+    predictions = readout(readout_params, outputs)
     mask = None
     if lengths is not None:
         if on == "last":
