@@ -1,0 +1,133 @@
+"""Sweeps: sharded across devices and processes give the single-device results; results survive kills."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from rnn_jax import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The subprocesses compile the same programs: share them through JAX's persistent cache.
+CACHE = None
+
+
+def _env(devices=1):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["JAX_PLATFORMS"] = "cpu"
+    env["JAX_COMPILATION_CACHE_DIR"] = CACHE
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
+
+
+def _run(out_dir, *extra, devices=1):
+    proc = subprocess.run([sys.executable, "-m", "tests.sweep_worker", str(out_dir), *extra], cwd=ROOT,
+                          env=_env(devices), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS ")][-1]
+    return json.loads(line[len("RESULTS "):])
+
+
+def _by_member(results):
+    return {r["member"]: r for r in results}
+
+
+def _assert_same(a, b, tol):
+    a, b = _by_member(a), _by_member(b)
+    assert sorted(a) == sorted(b) == list(range(8))
+    for i in a:
+        assert a[i]["outcome"] == b[i]["outcome"] and a[i]["steps"] == b[i]["steps"], (a[i], b[i])
+        for k in ("loss", "grad_norm", "omega", "spectral_radius"):
+            np.testing.assert_allclose(a[i]["metrics"][k], b[i]["metrics"][k], rtol=tol, atol=tol)
+        np.testing.assert_allclose(a[i]["error"], b[i]["error"], atol=tol)
+
+
+@pytest.fixture(scope="module")
+def single_device(tmp_path_factory):
+    global CACHE
+    CACHE = str(tmp_path_factory.mktemp("jax_cache"))
+    return _run(tmp_path_factory.mktemp("single"))
+
+
+def test_sharded_over_four_devices_equals_single_device(single_device, tmp_path):
+    sharded = _run(tmp_path, devices=4)
+    assert sharded["devices"] == 4 and single_device["devices"] == 1
+    _assert_same(single_device["results"], sharded["results"], 1e-5)
+
+
+def test_two_processes_with_jax_distributed_equal_single_device(single_device, tmp_path):
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.sweep_worker", str(tmp_path), "--distributed", port, str(i), "2"],
+                              cwd=ROOT, env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    first = json.loads([l for l in outs[0][0].splitlines() if l.startswith("RESULTS ")][-1][8:])
+    assert first["processes"] == 2 and first["devices"] == 2
+    _assert_same(single_device["results"], first["results"], 1e-5)
+
+
+def test_sigkill_at_random_points_then_resume_loses_and_duplicates_nothing(single_device, tmp_path):
+    rng = random.Random(0)
+    kills = 0
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "tests.sweep_worker", str(tmp_path), "--slow"], cwd=ROOT,
+                                env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # wait until the run is under way (a checkpoint exists), then kill it at a random moment
+        deadline = time.time() + 300
+        while not os.path.exists(tmp_path / sweep.CHECKPOINT_META) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate()
+        lines = (tmp_path / sweep.RESULTS).read_bytes().splitlines() if (tmp_path / sweep.RESULTS).exists() else []
+        members = [json.loads(l)["member"] for l in lines if l.strip().endswith(b"}")]
+        assert len(members) == len(set(members)), "a member was written twice"
+    # a kill in mid-write leaves a truncated last line: simulate one and check it is recovered
+    with open(tmp_path / sweep.RESULTS, "ab") as f:
+        f.write(b'{"member": 99, "trunc')
+    resumed = _run(tmp_path)
+    assert kills >= 1
+    _assert_same(single_device["results"], resumed["results"], 1e-5)
+    lines = (tmp_path / sweep.RESULTS).read_text().splitlines()
+    assert len(lines) == 8 and sorted(json.loads(l)["member"] for l in lines) == list(range(8))
+
+
+def test_corrupt_checkpoint_is_detected_not_loaded(tmp_path):
+    tree = {"w": np.arange(6.0).reshape(2, 3), "step": np.array([1, 2])}
+    sweep.save_checkpoint(str(tmp_path), tree, {"fingerprint": "abc"})
+    loaded, meta = sweep.load_checkpoint(str(tmp_path), tree, "abc")
+    np.testing.assert_array_equal(loaded["w"], tree["w"])
+    with pytest.raises(sweep.CorruptCheckpoint, match="another sweep"):
+        sweep.load_checkpoint(str(tmp_path), tree, "other")
+    data = bytearray((tmp_path / sweep.CHECKPOINT).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / sweep.CHECKPOINT).write_bytes(bytes(data))
+    with pytest.raises(sweep.CorruptCheckpoint, match="SHA-256 does not match"):
+        sweep.load_checkpoint(str(tmp_path), tree, "abc")
+
+
+def test_checkpoint_refuses_non_finite_values(tmp_path):
+    with pytest.raises(ValueError, match="non-finite"):
+        sweep.save_checkpoint(str(tmp_path), {"w": np.array([1.0, np.nan])}, {"fingerprint": "x"})
+
+
+def test_truncated_results_line_is_cut_off(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"member": 0}\n{"member": 1}\n{"memb')
+    assert [r["member"] for r in sweep.read_results(str(path))] == [0, 1]
+    assert path.read_bytes() == b'{"member": 0}\n{"member": 1}\n'
