@@ -1,0 +1,477 @@
+"""Backpropagation through time written out by hand: the reference for ``jax.grad``.
+
+Nothing here uses autodiff (no ``jax.grad``, ``vjp``, ``jvp``, ``jacfwd``/``jacrev``).
+:func:`forward` runs the cell's equations over the sequence in NumPy and stores
+every state; :func:`bptt` then walks back through time with the recursion of the
+tutorials (``seeds/002``, ``seeds/003``) and of Pascanu et al. (2013)::
+
+    δ_k = ∂E/∂s_k = δ_{k+1} ∂s_{k+1}/∂s_k  +  (direct term of the loss at step k)
+
+where ``s_k`` is the carry after step k. The weights are tied across steps, so
+each weight's gradient is the sum over the steps of its per-step gradient. The
+activations and their derivatives are the hand-written ones of
+:mod:`rnn_jax.activations`.
+
+The loss pipeline is that of :func:`rnn_jax.model.loss`: a linear readout of the
+cell outputs, ``"mse"`` or ``"xent"``, on the ``"last"`` valid step or on
+``"every"`` valid step, optional ``lengths`` (a padded step keeps the carry and
+outputs zero) and an optional ``initial_carry`` (default zeros). So::
+
+    result = bptt(cell, params, xs, targets, loss="xent", on="every", lengths=lengths)
+    result.grads  ~=  jax.grad(rnn_jax.model.loss, argnums=1)(
+        cell, params, xs, targets, loss="xent", on="every", lengths=lengths)
+
+It is a reference: a Python loop over time in NumPy on the host, clarity first.
+It runs eagerly (inputs must be concrete arrays, not traced under ``jit``), compiles
+nothing but the activations' elementwise ops, and computes in the parameters' dtype.
+
+Per-cell backward step (row-vector layout ``x @ w``; ``d·`` is ∂E/∂·, ⊙ elementwise,
+``dh``/``dc`` the gradient with respect to the step's new carry):
+
+* elman, ``h = f(a)``, ``a = x w_ih + b + h_prev w_hh``:
+  ``da = dh ⊙ f'(a)``, ``dh_prev = da w_hhᵀ``, ``dw_hh += h_prevᵀ da``.
+* pascanu, ``x_t = f(x_{t-1}) w_hh + u_t w_ih + b``, output ``f(x_t)``:
+  ``dx_prev = (dx w_hhᵀ) ⊙ f'(x_prev)``, ``dw_hh += f(x_prev)ᵀ dx``.
+* lstm (PyTorch): ``dc_tot = dc + dh ⊙ o ⊙ tanh'(c)``, ``dc_prev = dc_tot ⊙ f``;
+  gates ``di = dc_tot ⊙ g``, ``df = dc_tot ⊙ c_prev``, ``dg = dc_tot ⊙ i``,
+  ``do = dh ⊙ tanh(c)``, each times its activation's derivative; ``dh_prev = dz w_hhᵀ``.
+* gru (PyTorch, ``b_hn`` inside the reset product ``r ⊙ (h_prev w_hn + b_hn)``):
+  ``dn = dh ⊙ (1 − z)``, ``dz = dh ⊙ (h_prev − n)``, ``dr = dn' ⊙ (h_prev w_hn + b_hn)``,
+  ``dh_prev = dh ⊙ z + [dr', dz', dn' ⊙ r] w_hhᵀ`` (primes: times the activation's derivative).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax import activations
+from rnn_jax import losses as _losses
+from rnn_jax._checks import check_choice, check_floating, check_integer, describe, is_concrete
+from rnn_jax.cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, RNNState
+from rnn_jax.model import ON, ModelParams
+from rnn_jax.readout import ReadoutParams
+from rnn_jax.unroll import _prepare
+
+
+class Trajectory(NamedTuple):
+    """What :func:`forward` stores, as NumPy arrays; ``B`` sequences of ``T`` steps.
+
+    inputs: (B, T, I) the inputs xs.
+    initial_carry: the carry before step 0, leaves (B, H).
+    carries: the carry after each step, leaves (B, T, H); a padded step repeats the previous carry.
+    outputs: (B, T, H), what the readout sees (``h_t``; ``σ(x_t)`` for pascanu), 0 at padded steps.
+    valid: (B, T) bool, ``t < length``.
+    internals: a tuple over the T steps of the cell's intermediate values at that step
+      (pre-activations, before masking), kind-specific; the backward pass reads them.
+    """
+
+    inputs: np.ndarray
+    initial_carry: Any
+    carries: Any
+    outputs: np.ndarray
+    valid: np.ndarray
+    internals: tuple
+
+
+class BPTTResult(NamedTuple):
+    """What :func:`bptt` returns (JAX arrays in the parameters' dtype).
+
+    loss: () the loss, as :func:`rnn_jax.model.loss` computes it.
+    grads: ∂loss/∂params, a :class:`~rnn_jax.model.ModelParams` of the same structure,
+      shapes and dtype as ``params``.
+    state_grads: the cell's carry type (``RNNState`` or ``LSTMState``), leaves (B, T, H):
+      ``δ_k = ∂loss/∂s_k``, the total derivative with respect to the carry ``s_k`` after
+      step k, through the step-k output and every later step. Precisely: if the carry
+      that step k produces is replaced by ``s_k + ε`` before the step's output is read
+      from it, then ``δ_k = ∂loss/∂ε`` at ``ε = 0``. Per cell:
+
+      * elman, gru: ``hidden`` is ``∂loss/∂h_k`` (the output is ``h_k``);
+      * pascanu: ``hidden`` is ``∂loss/∂x_k``, the pre-activation state (output ``σ(x_k)``);
+      * lstm: ``hidden`` is ``∂loss/∂h_k``; ``cell`` is ``∂loss/∂c_k`` with ``h_k`` held
+        fixed, i.e. what reaches step k only through the cell state carried into step
+        k+1 (the path ``h_k = o_k ⊙ tanh(c_k)`` is already inside ``∂loss/∂h_k``).
+
+      Zero at padded steps (``t ≥ length``): nothing that reaches the loss reads those
+      carries. These are the tutorial's gradient over time and Pascanu's ``δ_k``, the
+      ``deltas`` that :func:`rnn_jax.diagnostics.state_gradients` gets by autodiff.
+    initial_carry_grad: carry type, leaves (B, H): ∂loss/∂(initial carry), for a
+      learnable initial state.
+    """
+
+    loss: jax.Array
+    grads: ModelParams
+    state_grads: Any
+    initial_carry_grad: Any
+
+
+# ---------------------------------------------------------------- activations on the host
+
+
+class _HostActivation(NamedTuple):
+    fn: Callable[[np.ndarray], np.ndarray]
+    derivative: Callable[[np.ndarray], np.ndarray]  # f'(pre)
+
+
+def _host(name: str) -> _HostActivation:
+    """The hand-written activation and derivative of :mod:`rnn_jax.activations`, returning NumPy."""
+    act = activations.get(name)
+    return _HostActivation(lambda a: np.asarray(act.fn(a)), lambda a: np.asarray(act.derivative(a)))
+
+
+# ---------------------------------------------------------------- per-cell steps
+#
+# Each kind has three functions on one step of (B, ...) NumPy arrays:
+#   step(params, act, carry, x) -> (new_carry, output, internals)
+#   output_vjp(act, new_carry, dy) -> the carry cotangent of output = out(new_carry)
+#   backward(params, act, carry, x, internals, d_new) -> (d_carry, param_grads)
+# with d_new = ∂E/∂(new carry) and d_carry = ∂E/∂carry through this step only.
+
+
+def _elman_step(params: ElmanParams, act, carry: RNNState, x):
+    pre = x @ params.w_ih + params.b + carry.hidden @ params.w_hh
+    h = act.fn(pre)
+    return RNNState(h), h, pre
+
+
+def _hidden_output_vjp(act, new_carry, dy):
+    """Elman and GRU read the hidden state itself."""
+    return RNNState(dy)
+
+
+def _elman_backward(params: ElmanParams, act, carry: RNNState, x, pre, d_new: RNNState):
+    dpre = d_new.hidden * act.derivative(pre)
+    grads = ElmanParams(w_ih=x.T @ dpre, w_hh=carry.hidden.T @ dpre, b=dpre.sum(axis=0))
+    return RNNState(dpre @ params.w_hh.T), grads
+
+
+def _pascanu_step(params: ElmanParams, act, carry: RNNState, u):
+    state = act.fn(carry.hidden) @ params.w_hh + u @ params.w_ih + params.b
+    return RNNState(state), act.fn(state), None
+
+
+def _pascanu_output_vjp(act, new_carry: RNNState, dy):
+    return RNNState(dy * act.derivative(new_carry.hidden))
+
+
+def _pascanu_backward(params: ElmanParams, act, carry: RNNState, u, internals, d_new: RNNState):
+    dx = d_new.hidden
+    grads = ElmanParams(w_ih=u.T @ dx, w_hh=act.fn(carry.hidden).T @ dx, b=dx.sum(axis=0))
+    return RNNState((dx @ params.w_hh.T) * act.derivative(carry.hidden)), grads
+
+
+_SIGMOID = _host("sigmoid")
+_TANH = _host("tanh")
+
+
+class _LSTMInternals(NamedTuple):
+    pre: np.ndarray  # (B, 4H) gate pre-activations, blocks i, f, g, o
+    cell: np.ndarray  # (B, H) the new cell state c
+
+
+def _lstm_gates(pre):
+    zi, zf, zg, zo = np.split(pre, 4, axis=-1)
+    return _SIGMOID.fn(zi), _SIGMOID.fn(zf), _TANH.fn(zg), _SIGMOID.fn(zo)
+
+
+def _lstm_step(params: LSTMParams, act, carry: LSTMState, x):
+    pre = x @ params.w_ih + params.b + carry.hidden @ params.w_hh
+    i, f, g, o = _lstm_gates(pre)
+    c = f * carry.cell + i * g
+    h = o * _TANH.fn(c)
+    return LSTMState(h, c), h, _LSTMInternals(pre, c)
+
+
+def _lstm_output_vjp(act, new_carry, dy):
+    return LSTMState(dy, np.zeros_like(dy))
+
+
+def _lstm_backward(params: LSTMParams, act, carry: LSTMState, x, internals: _LSTMInternals, d_new: LSTMState):
+    zi, zf, zg, zo = np.split(internals.pre, 4, axis=-1)
+    i, f, g, o = _lstm_gates(internals.pre)
+    c = internals.cell
+    dh = d_new.hidden
+    dc = d_new.cell + dh * o * _TANH.derivative(c)  # h = o ⊙ tanh(c) reads the new c
+    dpre = np.concatenate(
+        [
+            dc * g * _SIGMOID.derivative(zi),
+            dc * carry.cell * _SIGMOID.derivative(zf),
+            dc * i * _TANH.derivative(zg),
+            dh * _TANH.fn(c) * _SIGMOID.derivative(zo),
+        ],
+        axis=-1,
+    )
+    grads = LSTMParams(w_ih=x.T @ dpre, w_hh=carry.hidden.T @ dpre, b=dpre.sum(axis=0))
+    return LSTMState(dpre @ params.w_hh.T, dc * f), grads
+
+
+class _GRUInternals(NamedTuple):
+    pre_r: np.ndarray  # (B, H) reset gate pre-activation
+    pre_z: np.ndarray  # (B, H) update gate pre-activation
+    pre_n: np.ndarray  # (B, H) candidate pre-activation x w_in + b_in + r ⊙ hn
+    hn: np.ndarray  # (B, H) h_prev w_hn + b_hn
+
+
+def _gru_step(params: GRUParams, act, carry: RNNState, x):
+    xr, xz, xn = np.split(x @ params.w_ih + params.b, 3, axis=-1)
+    hr, hz, hn = np.split(carry.hidden @ params.w_hh, 3, axis=-1)
+    hn = hn + params.b_hn
+    pre_r, pre_z = xr + hr, xz + hz
+    r, z = _SIGMOID.fn(pre_r), _SIGMOID.fn(pre_z)
+    pre_n = xn + r * hn
+    h = (1 - z) * _TANH.fn(pre_n) + z * carry.hidden
+    return RNNState(h), h, _GRUInternals(pre_r, pre_z, pre_n, hn)
+
+
+def _gru_backward(params: GRUParams, act, carry: RNNState, x, internals: _GRUInternals, d_new: RNNState):
+    h_prev = carry.hidden
+    r, z, n = _SIGMOID.fn(internals.pre_r), _SIGMOID.fn(internals.pre_z), _TANH.fn(internals.pre_n)
+    dh = d_new.hidden
+    d_pre_n = dh * (1 - z) * _TANH.derivative(internals.pre_n)
+    d_pre_z = dh * (h_prev - n) * _SIGMOID.derivative(internals.pre_z)
+    d_pre_r = d_pre_n * internals.hn * _SIGMOID.derivative(internals.pre_r)
+    d_hn = d_pre_n * r  # of h_prev w_hn + b_hn
+    d_xp = np.concatenate([d_pre_r, d_pre_z, d_pre_n], axis=-1)  # of x w_ih + b
+    d_hh = np.concatenate([d_pre_r, d_pre_z, d_hn], axis=-1)  # of h_prev w_hh
+    grads = GRUParams(w_ih=x.T @ d_xp, w_hh=h_prev.T @ d_hh, b=d_xp.sum(axis=0), b_hn=d_hn.sum(axis=0))
+    return RNNState(dh * z + d_hh @ params.w_hh.T), grads
+
+
+class _Kind(NamedTuple):
+    step: Callable
+    output_vjp: Callable
+    backward: Callable
+
+
+KINDS = {
+    "elman": _Kind(_elman_step, _hidden_output_vjp, _elman_backward),
+    "pascanu": _Kind(_pascanu_step, _pascanu_output_vjp, _pascanu_backward),
+    "lstm": _Kind(_lstm_step, _lstm_output_vjp, _lstm_backward),
+    "gru": _Kind(_gru_step, _hidden_output_vjp, _gru_backward),
+}
+"""The cell kinds with a hand-written backward step."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _kind(cell) -> _Kind:
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.elman(8)), got {type(cell).__name__}")
+    return KINDS[check_choice("cell kind", cell.kind, KINDS)]
+
+
+def _to_host(what: str, tree):
+    """Concrete arrays -> NumPy; a traced value (under jit/vmap/grad) cannot be: say so."""
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if not is_concrete(leaf):
+            raise TypeError(f"{what}: got a traced value; bptt is an eager NumPy reference, call it outside jax.jit/vmap/grad")
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _select(mask, new, old):
+    """Row-wise choice between two carries: ``new`` where mask (B,) is true."""
+    return jax.tree_util.tree_map(lambda n, o: np.where(mask[:, None], n, o), new, old)
+
+
+def _stack_time(carries):
+    """A list over time of carries with (B, H) leaves -> one carry with (B, T, H) leaves."""
+    return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves, axis=1), *carries)
+
+
+def _add_batch_axis(xs, lengths, initial_carry):
+    """For one sequence (xs of rank 2): a batch axis of 1 on xs, lengths and the carry."""
+    if lengths is not None:
+        lengths = jnp.reshape(jnp.asarray(lengths), (1,))
+    if initial_carry is not None:
+        initial_carry = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf)[None], initial_carry)
+    return xs[None], lengths, initial_carry
+
+
+# ---------------------------------------------------------------- forward
+
+
+def _forward(kind: _Kind, cell: Cell, params, xs, lengths, initial_carry) -> Trajectory:
+    """params: the cell's, already NumPy (:func:`_to_host`)."""
+    prep = _prepare(cell, params, xs, initial_carry, lengths, False)  # validates; xs -> (T, B, I)
+    xs_t, carry = _to_host("xs", prep.xs), _to_host("initial_carry", prep.carry)
+    time = xs_t.shape[0]
+    lengths = None if prep.lengths is None else _to_host("lengths", prep.lengths)
+    valid = np.ones((time,) + prep.batch_shape, bool) if lengths is None else np.arange(time)[:, None] < lengths[None, :]
+    act = _host(cell.activation)
+    initial, carries, outputs, internals = carry, [], [], []
+    for t in range(time):
+        new_carry, y, inner = kind.step(params, act, carry, xs_t[t])
+        carry = _select(valid[t], new_carry, carry)  # a padded step keeps the carry ...
+        outputs.append(np.where(valid[t][:, None], y, 0))  # ... and outputs 0
+        carries.append(carry)
+        internals.append(inner)
+    return Trajectory(np.swapaxes(xs_t, 0, 1), initial, _stack_time(carries), np.stack(outputs, axis=1), valid.T, tuple(internals))
+
+
+def forward(cell: Cell, params: Any, xs, *, lengths=None, initial_carry: Any = None) -> Trajectory:
+    """Run ``cell`` over ``xs`` with the hand-written step equations; store every state.
+
+    Args:
+      cell: an ``elman``, ``pascanu``, ``lstm`` or ``gru`` cell.
+      params: the cell's parameters (not the :class:`~rnn_jax.model.ModelParams`).
+      xs: (B, T, I) batch-major, or (T, I) for one sequence (then the trajectory has B = 1).
+      lengths: (B,) integer valid lengths (a scalar for one sequence), or None.
+      initial_carry: the cell's carry type, leaves (B, H) or (H,); default zeros.
+
+    Returns:
+      a :class:`Trajectory` of NumPy arrays; its ``outputs`` and ``carries`` are those
+      of :func:`rnn_jax.unroll.unroll` (with ``return_carries=True``).
+    """
+    kind = _kind(cell)
+    if hasattr(xs, "ndim") and xs.ndim == 2:
+        xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
+    return _forward(kind, cell, _to_host("params", params), xs, lengths, initial_carry)
+
+
+# ---------------------------------------------------------------- the loss and its gradient
+
+
+def _readout_and_loss(readout_params: ReadoutParams, traj: Trajectory, lengths, targets, loss: str, on: str):
+    """The loss of :func:`rnn_jax.model.loss` from the cell outputs, and by hand its
+    gradients: ``(loss, readout grads, ∂loss/∂outputs (B, T, H))``."""
+    outputs = traj.outputs
+    batch, time, _ = outputs.shape
+    if on == "last":
+        # the output at each last valid step; a length-0 sequence reads step 0 and is masked out
+        last = np.full(batch, time - 1) if lengths is None else np.clip(lengths - 1, 0, time - 1)
+        read = outputs[np.arange(batch), last]  # (B, H)
+        mask = None if lengths is None else (lengths > 0).astype(outputs.dtype)  # (B,)
+    else:
+        read = outputs  # (B, T, H)
+        mask = None if lengths is None else traj.valid.astype(outputs.dtype)  # (B, T)
+    w, b = readout_params.w, readout_params.b
+    predictions = read @ w + b  # (B, O) or (B, T, O)
+    positions, classes = predictions.shape[:-1], predictions.shape[-1]
+
+    if loss == "mse":
+        check_floating("targets", targets)
+        if targets.shape != predictions.shape:
+            raise ValueError(f"targets: expected shape {predictions.shape} like the predictions, got {targets.shape}")
+        per_position = np.sum((predictions - targets) ** 2, axis=-1)
+        d_per_position = 2 * (predictions - targets)
+    else:
+        check_integer("targets (class labels)", targets)
+        if targets.shape != positions:
+            raise ValueError(f"targets: expected shape {positions} (one class index per position), got {targets.shape}")
+        if targets.size and (targets.min() < 0 or targets.max() >= classes):
+            raise ValueError(f"targets: class labels must lie in [0, {classes}), got values in [{targets.min()}, {targets.max()}]")
+        shifted = predictions - predictions.max(axis=-1, keepdims=True)
+        log_probabilities = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+        one_hot = (np.arange(classes) == targets[..., None]).astype(predictions.dtype)
+        per_position = -np.sum(log_probabilities * one_hot, axis=-1)
+        d_per_position = np.exp(log_probabilities) - one_hot  # softmax − one-hot
+
+    # the (masked) mean over positions and its weights
+    weights = np.ones(positions, predictions.dtype) if mask is None else mask
+    count = per_position.size if mask is None else max(mask.sum(), 1)
+    value = np.sum(per_position * weights) / count
+    d_predictions = d_per_position * (weights / count)[..., None]
+
+    flat_read, flat_d = read.reshape(-1, read.shape[-1]), d_predictions.reshape(-1, classes)
+    readout_grads = ReadoutParams(w=flat_read.T @ flat_d, b=flat_d.sum(axis=0))
+    d_read = d_predictions @ w.T
+    if on == "last":
+        d_outputs = np.zeros_like(outputs)
+        d_outputs[np.arange(batch), last] = d_read
+    else:
+        d_outputs = d_read
+    return value, readout_grads, d_outputs
+
+
+# ---------------------------------------------------------------- backward
+
+
+def bptt(
+    cell: Cell,
+    params: ModelParams,
+    xs,
+    targets,
+    *,
+    loss: str = "mse",
+    on: str = "last",
+    lengths=None,
+    initial_carry: Any = None,
+) -> BPTTResult:
+    """The loss of :func:`rnn_jax.model.loss` and its gradients, by hand-written BPTT.
+
+    Args:
+      cell: an ``elman`` (any activation), ``pascanu``, ``lstm`` or ``gru`` cell; another
+        kind raises ``ValueError``.
+      params: :class:`~rnn_jax.model.ModelParams` (the cell's parameters and the readout).
+      xs: (B, T, I) batch-major inputs, or (T, I) for one sequence.
+      targets: as :func:`rnn_jax.model.loss` takes them -- ``on="last"``: (B, O) floats
+        for ``"mse"``, (B,) integer labels for ``"xent"``; ``on="every"``: (B, T, O) or
+        (B, T). Without the batch axis for one sequence.
+      loss: ``"mse"`` or ``"xent"``.
+      on: ``"last"`` (each sequence's last valid step; length-0 sequences are masked out)
+        or ``"every"`` (every valid step).
+      lengths: (B,) integer valid lengths (a scalar for one sequence), or None (T each).
+      initial_carry: the carry before step 0 (leaves (B, H) or (H,)); default zeros.
+
+    Returns:
+      a :class:`BPTTResult` ``(loss, grads, state_grads, initial_carry_grad)``; for one
+      sequence the leaves of ``state_grads`` are (T, H) and of ``initial_carry_grad`` (H,).
+
+    Example, the counting RNN of ``seeds/003`` (``s_k = s_{k-1} w_rec + x_k w_x``)::
+
+        cell = rnn_jax.elman(1, "identity")
+        result = bptt(cell, params, xs, counts)        # xs (20, 10, 1), counts (20, 1)
+        result.grads.cell.w_hh                         # ∂ξ/∂w_rec, (1, 1)
+        result.state_grads.hidden[:, :, 0]             # the tutorial's gradient over time
+    """
+    kind = _kind(cell)
+    check_choice("loss", loss, _losses.LOSSES)
+    check_choice("on", on, ON)
+    if not isinstance(params, ModelParams):
+        raise TypeError(f"params: expected rnn_jax.model.ModelParams(cell=..., readout=...), got {type(params).__name__}")
+    unbatched = hasattr(xs, "ndim") and xs.ndim == 2
+    if unbatched:
+        xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
+        targets = targets[None] if hasattr(targets, "ndim") else targets
+    cell_params = _to_host("params.cell", params.cell)
+    traj = _forward(kind, cell, cell_params, xs, lengths, initial_carry)
+    for name, leaf in zip(ReadoutParams._fields, params.readout):
+        check_floating(f"params.readout.{name}", leaf)
+        if leaf.dtype != params.cell.w_ih.dtype:
+            raise TypeError(f"params.readout.{name}: expected dtype {params.cell.w_ih.dtype} like the cell's, got {describe(leaf)}")
+    readout_params = _to_host("params.readout", params.readout)
+    if readout_params.w.shape[0] != cell.hidden_size or readout_params.b.shape != readout_params.w.shape[1:]:
+        raise ValueError(
+            f"params.readout: expected w (H={cell.hidden_size}, O) and b (O,), got w {readout_params.w.shape} and b {readout_params.b.shape}"
+        )
+    lengths = None if lengths is None else traj.valid.sum(axis=1)  # clipped into [0, T] as by the unroll
+    value, readout_grads, d_outputs = _readout_and_loss(readout_params, traj, lengths, _to_host("targets", targets), loss, on)
+
+    act = _host(cell.activation)
+    time = d_outputs.shape[1]
+    carry_at = lambda t: traj.initial_carry if t < 0 else jax.tree_util.tree_map(lambda leaf: leaf[:, t], traj.carries)
+    cell_grads = jax.tree_util.tree_map(np.zeros_like, cell_params)
+    delta = jax.tree_util.tree_map(np.zeros_like, traj.initial_carry)  # what flows back into s_{T-1}: nothing
+    state_grads = [None] * time
+    for t in range(time - 1, -1, -1):
+        valid = traj.valid[:, t]
+        # δ_t = (through steps > t) + (the direct term: the loss reads the step-t output, unless padded)
+        direct = kind.output_vjp(act, carry_at(t), d_outputs[:, t])
+        delta = jax.tree_util.tree_map(lambda d, e: d + np.where(valid[:, None], e, 0), delta, direct)
+        state_grads[t] = delta
+        # back through step t: a valid row went through the cell, a padded row copied the carry
+        through_cell = _select(valid, delta, jax.tree_util.tree_map(np.zeros_like, delta))
+        d_prev, step_grads = kind.backward(cell_params, act, carry_at(t - 1), traj.inputs[:, t], traj.internals[t], through_cell)
+        cell_grads = jax.tree_util.tree_map(np.add, cell_grads, step_grads)  # tied weights: sum over time
+        delta = _select(valid, d_prev, delta)
+
+    state_grads = _stack_time(state_grads)
+    if unbatched:
+        state_grads, delta = jax.tree_util.tree_map(lambda leaf: leaf[0], (state_grads, delta))
+    dtype = cell_params.w_ih.dtype
+    to_jax = lambda tree: jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), tree)
+    return BPTTResult(to_jax(value), to_jax(ModelParams(cell_grads, readout_grads)), to_jax(state_grads), to_jax(delta))

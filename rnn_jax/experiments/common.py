@@ -1,0 +1,178 @@
+"""What every reproduction shares: profiles, output folders, tables, plots, progress.
+
+A reproduction is a module with a ``PROFILES`` dict (``tiny`` for its test,
+``quick`` for two CPU cores within 5 minutes, ``full`` for a GPU) and a
+``run(out_dir, profile="quick", seeds=None, progress=True) -> dict`` function that
+writes into ``out_dir``:
+
+* ``results.jsonl`` -- one JSON line per finished unit of work (appended and
+  fsync-ed as each finishes; a rerun skips what is there: :class:`Results`);
+* ``table.md`` -- the markdown table of the headline numbers;
+* ``*.png`` -- the plots (matplotlib, the ``plots`` extra; skipped with a notice
+  when it is not installed);
+* ``summary.json`` -- the headline numbers, also returned by ``run``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Iterable, List, Sequence, Union
+
+import numpy as np
+
+from rnn_jax._checks import check_choice
+from rnn_jax.sweep import append_results, read_results
+
+PROFILE_NAMES = ("tiny", "quick", "full")
+
+
+def get_profile(profiles: Dict[str, dict], name: str) -> dict:
+    """The named profile's settings, with a clear error for unknown names."""
+    return dict(profiles[check_choice("profile", name, profiles)])
+
+
+class Results:
+    """An append-only JSON-lines file keyed by a unit-of-work id (resume support).
+
+    ``done(key)`` tells whether a unit finished in an earlier run; ``add(key, record)``
+    appends its line at once (fsync-ed). A truncated last line is cut off on open.
+    """
+
+    def __init__(self, out_dir: str, name: str = "results.jsonl"):
+        os.makedirs(out_dir, exist_ok=True)
+        self.path = os.path.join(out_dir, name)
+        self.records: Dict[str, dict] = {r["key"]: r for r in read_results(self.path)}
+
+    def done(self, key: str) -> bool:
+        return key in self.records
+
+    def get(self, key: str) -> dict:
+        return self.records[key]
+
+    def add(self, key: str, record: dict) -> dict:
+        record = dict(record, key=key)
+        append_results(self.path, [record])
+        self.records[key] = record
+        return record
+
+    def all(self) -> List[dict]:
+        return list(self.records.values())
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub markdown table; floats printed with 4 significant digits."""
+
+    def fmt(v):
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_text(out_dir: str, name: str, text: str) -> str:
+    path = os.path.join(out_dir, name)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_summary(out_dir: str, summary: dict) -> dict:
+    write_text(out_dir, "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
+    return summary
+
+
+def pyplot():
+    """matplotlib's pyplot with a non-interactive backend, or None (with a notice) if absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        return plt
+    except ImportError:  # the plots extra is optional
+        print("[plots] matplotlib is not installed (pip install 'rnn_jax[plots]'): skipping figures", file=sys.stderr)
+        return None
+
+
+def save_figure(fig, out_dir: str, name: str) -> str:
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+class Progress:
+    """A one-line progress report on stderr: ``[name] 3/10 units, 12 s, eta 28 s``."""
+
+    def __init__(self, name: str, total: int, enabled: bool = True):
+        self.name, self.total, self.enabled = name, total, enabled
+        self.count, self.start = 0, time.time()
+
+    def update(self, n: int = 1, note: str = "") -> None:
+        self.count += n
+        if not self.enabled:
+            return
+        elapsed = time.time() - self.start
+        eta = elapsed / self.count * (self.total - self.count) if self.count else float("nan")
+        sys.stderr.write(f"[{self.name}] {self.count}/{self.total} {note} {elapsed:.0f} s elapsed, eta {eta:.0f} s\n")
+        sys.stderr.flush()
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"[{self.name}] {text}\n")
+            sys.stderr.flush()
+
+
+def mean_and_spread(values: Sequence[float]) -> Dict[str, float]:
+    """Mean, standard deviation, min, max and count of ``values`` (nan-aware)."""
+    a = np.asarray(values, np.float64)
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
+
+
+def rate_with_interval(successes: int, n: int) -> Dict[str, float]:
+    """A success rate with its Wilson 95 % interval (the spread across seeds)."""
+    if n == 0:
+        return {"rate": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+    z, p = 1.96, successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return {"rate": p, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half)), "n": n}
+
+
+def seed_list(seeds: Union[None, int, Sequence[int]], profile: dict) -> List[int]:
+    """Seeds to run: the profile's count when None, ``range(n)`` for an int, else the given seeds."""
+    if seeds is None:
+        seeds = profile["seeds"]
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds: expected a positive number of seeds, got {seeds}")
+        return list(range(int(seeds)))
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed, got an empty sequence")
+    return seeds
+
+
+def finite(tree):
+    """``tree`` with every non-finite float replaced by None (strict JSON; "overflowed" reads as None)."""
+    if isinstance(tree, dict):
+        return {k: finite(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [finite(v) for v in tree]
+    if isinstance(tree, (float, np.floating)):
+        return float(tree) if np.isfinite(tree) else None
+    return tree
