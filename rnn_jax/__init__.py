@@ -23,12 +23,12 @@ from rnn_jax.readout import ReadoutParams, readout, readout_init
 from rnn_jax.unroll import default_project_inputs, python_unroll, unroll
 from rnn_jax import model
 from rnn_jax.model import ModelParams
-from rnn_jax import bptt, diagnostics, optim, regularizer, tasks
+from rnn_jax import bptt, diagnostics, layers, optim, regularizer, tasks
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams",
-    "activations", "bptt", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "losses", "lstm", "make", "model",
+    "activations", "bptt", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "layers", "losses", "lstm", "make", "model",
     "pascanu", "python_unroll", "readout", "readout_init", "tasks", "unroll",
 ]
