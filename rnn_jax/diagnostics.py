@@ -148,6 +148,8 @@ def perturbed_loss(
 
     def body(carry, inp):
         x, eps, t = inp
+        if prep.lengths is not None:  # as in rnn_jax.unroll: padding never reaches the gradients
+            x = jnp.where((t < prep.lengths)[..., None], x, jnp.zeros_like(x))
         new_carry, _ = cell.step_projected(cell_params, carry, cell.project(cell_params, x))
         new_carry = jax.tree_util.tree_map(jnp.add, new_carry, eps)
         if prep.lengths is not None:

@@ -11,7 +11,8 @@ Outputs (and carries, on request) come back in the same layout as ``xs``.
 
 ``lengths`` (``(batch,)`` integers, or a scalar for an unbatched sequence) marks
 each sequence's valid steps ``0 .. length-1``: at a padded step the carry is kept
-and the output is zero, so the final carry is the one after the last valid step.
+and the output is zero (and whatever the padding holds, NaN included, reaches
+neither the outputs nor the gradients), so the final carry is the one after the last valid step.
 With ``reverse=True`` each sequence is read from its own last valid step back to
 step 0 (PyTorch's packed-sequence semantics) and outputs stay at their positions.
 Lengths known at trace time are checked to lie in ``[0, time]``; traced lengths
@@ -117,8 +118,11 @@ def _masked(step, lengths):
 
     def masked_step(carry, inp):
         x, t = inp
-        new_carry, y = step(carry, x)
         valid = (t < lengths)[..., None]
+        # Padded inputs are zeroed before the step: the carry is masked anyway, but a NaN or
+        # Inf there would otherwise turn the step's zero cotangent into NaN gradients.
+        x = jnp.where(valid, x, jnp.zeros_like(x))
+        new_carry, y = step(carry, x)
         new_carry = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_carry, carry)
         return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
 
@@ -209,9 +213,12 @@ def python_unroll(
     carries = [None] * time
     order = range(time - 1, -1, -1) if reverse else range(time)
     for t in order:
-        new_carry, y = cell.step(params, carry, prep.xs[t])
+        x = prep.xs[t]
         if prep.lengths is not None:
             valid = (t < prep.lengths)[..., None]
+            x = jnp.where(valid, x, jnp.zeros_like(x))
+        new_carry, y = cell.step(params, carry, x)
+        if prep.lengths is not None:
             new_carry = cell.carry_type(*[jnp.where(valid, n, o) for n, o in zip(new_carry, carry)])
             y = jnp.where(valid, y, 0.0)
         carry = new_carry

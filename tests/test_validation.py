@@ -79,3 +79,15 @@ def test_empty_batch_is_allowed_and_gives_empty_outputs():
     """A batch of zero sequences is not an error: outputs have a zero batch axis (documented)."""
     carry, ys = rnn_jax.unroll(CELL, P, jnp.ones((0, 5, I), jnp.float32))
     assert ys.shape == (0, 5, H) and carry.hidden.shape == (0, H)
+
+
+def test_non_finite_values_at_valid_steps_propagate_visibly():
+    """Documented behaviour: a NaN/Inf input or parameter is not masked or replaced; every output
+    it reaches is non-finite (never a silently finite wrong number). Padding is the exception:
+    see tests/test_properties.py (nothing in a padded step reaches outputs or gradients)."""
+    xs = jnp.ones((2, 5, I), jnp.float32).at[0, 2, 1].set(jnp.nan)
+    _, ys = rnn_jax.unroll(ELMAN, PE, xs)
+    assert np.all(np.isfinite(ys[0, :2])) and np.all(np.isnan(ys[0, 2:])) and np.all(np.isfinite(ys[1]))
+    bad = PE._replace(w_hh=PE.w_hh.at[0, 0].set(jnp.inf))
+    _, ys = rnn_jax.unroll(ELMAN, bad, XS)
+    assert not np.all(np.isfinite(ys))
