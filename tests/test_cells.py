@@ -1,9 +1,11 @@
 """Cells against a NumPy transcription of their published equations, and the initialisers."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 import rnn_jax
 from rnn_jax import initializers
@@ -42,14 +44,23 @@ def numpy_step(cell, p, carry, x):
     raise AssertionError(cell.kind)
 
 
-@pytest.mark.parametrize("name", sorted(CELL_CONFIGS))
-def test_step_matches_numpy_equations(name):
+class StepEquationsTest(chex.TestCase):
+    """Every cell's step against the NumPy equations, with and without jit (chex variants)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*sorted(CELL_CONFIGS))
+    def test_step_matches_numpy_equations(self, name):
+        _check_step_against_numpy(name, self.variant)
+
+
+def _check_step_against_numpy(name, variant):
     cell = CELL_CONFIGS[name](5)
     params = random_params(cell, 3, jax.random.key(1))
     rng = np.random.default_rng(0)
     carry = cell.carry_type(*[jnp.asarray(rng.normal(size=5)) for _ in cell.carry_type._fields])
     x = rng.normal(size=3)
-    new_carry, y = cell.step(params, carry, jnp.asarray(x))
+    step = variant(cell.step)
+    new_carry, y = step(params, carry, jnp.asarray(x))
     want_carry, want_y = numpy_step(cell, params, carry, x)
     np.testing.assert_allclose(y, want_y, rtol=1e-12, atol=1e-14)
     for got, want in zip(new_carry, want_carry):
@@ -57,7 +68,7 @@ def test_step_matches_numpy_equations(name):
     # batched step == per-row unbatched steps
     xb = jnp.asarray(rng.normal(size=(4, 3)))
     cb = cell.carry_type(*[jnp.asarray(rng.normal(size=(4, 5))) for _ in cell.carry_type._fields])
-    _, yb = cell.step(params, cb, xb)
+    _, yb = step(params, cb, xb)
     for row in range(4):
         _, yr = numpy_step(cell, params, cell.carry_type(*[c[row] for c in cb]), np.asarray(xb[row]))
         np.testing.assert_allclose(yb[row], yr, rtol=1e-12, atol=1e-14)

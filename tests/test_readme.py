@@ -28,3 +28,16 @@ def test_cli_lists_every_installed_experiment():
     assert set(EXPERIMENTS) | {"demo"} <= set(choices)
     args = parser.parse_args(["counting", "--profile", "tiny", "--seeds", "3", "--out", "x"])
     assert (args.profile, args.seeds, args.out) == ("tiny", 3, "x")
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """Every ```python block of the README runs as written (float32, as a user would)."""
+    import jax
+
+    monkeypatch.chdir(tmp_path)  # examples write their output folders under the working directory
+    text = open(os.path.join(ROOT, "README.md")).read()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):
+        for block in blocks:
+            exec(compile(block, "README.md", "exec"), {})
