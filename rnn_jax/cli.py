@@ -75,6 +75,19 @@ def _demo(args) -> int:
     return 0
 
 
+def _enable_compilation_cache() -> None:
+    """Keep compiled programs on disk: reruns (after a kill, or of another profile) skip recompiling.
+
+    Set RNN_JAX_CACHE_DIR to choose the folder, or to an empty string to disable it.
+    """
+    import jax
+
+    folder = os.environ.get("RNN_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "rnn_jax", "xla"))
+    if folder:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def _experiment(args) -> int:
     """Run one reproduction's profile into its output folder (resuming what is there)."""
     import importlib
@@ -86,6 +99,7 @@ def _experiment(args) -> int:
 
     if args.device:
         jax.config.update("jax_platform_name", args.device)
+    _enable_compilation_cache()
     module = importlib.import_module(EXPERIMENTS[args.command])
     out_dir = args.out or os.path.join("runs", args.command, args.profile)
     print(f"rnn-jax {args.command}: profile {args.profile}, output in {out_dir}/ "

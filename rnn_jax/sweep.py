@@ -258,12 +258,12 @@ def run_sweep(
     fresh = train.init_members(setup, [members[i]["seed"] for i in padded], hparams,
                                init_scale=scale if "init_scale" in members[0] else None)
     fresh = fresh._replace(status=fresh.status.at[len(todo):].set(train.EXHAUSTED))
-    host = {"state": jax.tree_util.tree_map(np.asarray, fresh), "ids": np.asarray(padded, np.int64), "n_real": len(todo)}
+    host = {"state": jax.tree_util.tree_map(np.asarray, fresh)}
 
     loaded = load_checkpoint(out_dir, host["state"], fingerprint) if writer else None
     if loaded is not None:
         ck_state, meta = loaded
-        ids = list(meta["ids"])
+        ids = [int(i) for i in meta["ids"]]
         keep = [ids.index(i) for i in padded if i in ids]
         if len(keep) == len(padded):  # every unfinished member is in the checkpoint: take their states
             host["state"] = jax.tree_util.tree_map(lambda a: np.asarray(a)[keep], ck_state)
@@ -272,43 +272,99 @@ def run_sweep(
     if jax.process_count() > 1:
         host["state"] = multihost_utils.broadcast_one_to_all(host["state"])
 
-    state = shard_members(host["state"], mesh)
-    hp = shard_members(hparams, mesh)
-    real = np.arange(len(padded)) < len(todo)
+    batch_ids = np.asarray(padded, np.int64)  # member id of each slot of the vmapped batch
+    real = np.arange(len(padded)) < len(todo)  # False for padding copies
+    h = host["state"]
+    h = h._replace(status=np.where(real, np.asarray(h.status), train.EXHAUSTED))  # padding copies stay frozen
     reported = set()
     chunk = 0
     t0 = time.time()
     while True:
-        state = train.train_chunk(setup, hp, state, chunk_steps)
+        state = train.train_chunk(setup, shard_members(hparams, mesh), shard_members(h, mesh), chunk_steps)
         state = train.evaluate_members(setup, state)
         h = to_host(state)
         status, step = np.asarray(h.status), np.asarray(h.step)
-        out_of_budget = (status == train.RUNNING) & (step >= max_steps)
-        status = np.where(out_of_budget, train.EXHAUSTED, status)
+        status = np.where((status == train.RUNNING) & (step >= max_steps), train.EXHAUSTED, status)
         h = h._replace(status=status)
         means = train.stats_means(h.stats)
-        finished = [j for j in range(len(padded)) if real[j] and status[j] != train.RUNNING and j not in reported]
-        hd = h._asdict()
-        records = [_record(members[padded[j]], padded[j], hd, means, j, setup) for j in finished]
+        finished = [j for j in range(len(batch_ids)) if real[j] and status[j] != train.RUNNING
+                    and int(batch_ids[j]) not in reported]
         if writer:
-            append_results(results_path, records)
-        reported.update(finished)
-        running = int(np.sum(real & (status == train.RUNNING)))
+            # parameters first, then the result line, then the checkpoint: each step is atomic,
+            # and a kill between them is repaired by the rerun (see the module docstring)
+            for j in finished:
+                save_member_params(out_dir, int(batch_ids[j]), jax.tree_util.tree_map(lambda a: a[j], h.params))
+            hd = h._asdict()
+            append_results(results_path, [_record(members[int(batch_ids[j])], int(batch_ids[j]), hd, means, j, setup)
+                                          for j in finished])
+        reported.update(int(batch_ids[j]) for j in finished)
+        running = real & (status == train.RUNNING)
+        # Frozen members cost as much as running ones: once half the batch is done, drop
+        # them (a new batch shape compiles once; the persistent compilation cache helps).
+        n_running = int(running.sum())
+        if 0 < n_running <= len(batch_ids) // 2 and len(batch_ids) > n_dev:
+            keep = np.flatnonzero(running)
+            keep = np.concatenate([keep, np.repeat(keep[:1], -len(keep) % n_dev)])
+            real = np.arange(len(keep)) < n_running
+            batch_ids = batch_ids[keep]
+            h = jax.tree_util.tree_map(lambda a: np.asarray(a)[keep], h)
+            h = h._replace(status=np.where(real, h.status, train.EXHAUSTED))
+            hparams = {k: v[keep] for k, v in hparams.items()}
         if writer:
-            remaining = [j for j in range(len(padded)) if j not in reported]
-            save_checkpoint(out_dir, h, {"fingerprint": fingerprint, "ids": [int(i) for i in padded],
-                                         "remaining": [int(padded[j]) for j in remaining]})
+            save_checkpoint(out_dir, h, {"fingerprint": fingerprint, "ids": [int(i) for i in batch_ids]})
         if progress and writer:
-            counts = {name: int(np.sum(real & (status == code))) for code, name in train.STATUS_NAMES.items()}
-            med = np.nanmedian(means["loss"][real]) if np.any(np.isfinite(means["loss"][real])) else float("nan")
-            _progress(f"[sweep] chunk {chunk + 1}: max step {int(step.max())}/{max_steps}, {counts}, "
-                      f"median loss {med:.4f}, {time.time() - t0:.0f} s")
+            done_now = len(done_ids) + len(reported)
+            _progress(f"[sweep] chunk {chunk + 1}: {done_now}/{len(members)} members finished, {n_running} running "
+                      f"(max step {int(step.max())}/{max_steps}), median loss {_median(means['loss']):.4f}, "
+                      f"{time.time() - t0:.0f} s")
         if on_chunk is not None:
             on_chunk(chunk, h)
         chunk += 1
-        if running == 0:
+        if n_running == 0:
             break
-        state = shard_members(h._replace(stats=jax.tree_util.tree_map(np.zeros_like, h.stats)), mesh)
+        h = h._replace(stats=jax.tree_util.tree_map(np.zeros_like, h.stats))
     if not writer:
         return []
     return sorted(read_results(results_path), key=lambda r: r["member"])
+
+
+def _median(values) -> float:
+    a = np.asarray(values, np.float64)
+    return float(np.median(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
+
+
+PARAMS_DIR = "params"
+
+
+def member_params_path(out_dir: str, member: int) -> str:
+    """Where :func:`run_sweep` keeps a finished member's parameters."""
+    return os.path.join(out_dir, PARAMS_DIR, f"member_{member:05d}.npz")
+
+
+def save_params_file(path: str, params: Any) -> str:
+    """Write a parameter pytree as ``.npz`` (atomically), leaves named by their paths (``cell.w_hh``...)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    flat = {jax.tree_util.keystr(k, simple=True, separator="."): np.asarray(v)
+            for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+    buf = io.BytesIO()
+    np.savez(buf, **flat)
+    _atomic_write(path, buf.getvalue())
+    return path
+
+
+def load_params_file(path: str, template: Any) -> Any:
+    """Read a file of :func:`save_params_file` into ``template``'s structure (its leaves are not used)."""
+    with np.load(path) as z:
+        leaves = [z[jax.tree_util.keystr(k, simple=True, separator=".")]
+                  for k, _ in jax.tree_util.tree_flatten_with_path(template)[0]]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
+
+
+def save_member_params(out_dir: str, member: int, params: Any) -> str:
+    """Write one finished member's parameters to :func:`member_params_path`."""
+    return save_params_file(member_params_path(out_dir, member), params)
+
+
+def load_member_params(out_dir: str, member: int, template: Any) -> Any:
+    """Read a member's parameters saved by :func:`run_sweep` into ``template``'s structure."""
+    return load_params_file(member_params_path(out_dir, member), template)

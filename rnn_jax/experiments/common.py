@@ -153,17 +153,18 @@ def rate_with_interval(successes: int, n: int) -> Dict[str, float]:
     return {"rate": p, "low": float(max(0.0, centre - half)), "high": float(min(1.0, centre + half)), "n": n}
 
 
-def seed_list(seeds: Union[None, int, Sequence[int]], profile: dict) -> List[int]:
-    """Seeds to run: the profile's count when None, ``range(n)`` for an int, else the given seeds."""
+def seed_list(seeds: Union[None, int, Sequence[int]], default: Union[int, dict]) -> List[int]:
+    """Seeds to run: ``range(default)`` when None (``default`` a count, or a profile with
+    a ``seeds`` count), ``range(n)`` for an int, else the given seeds (distinct)."""
     if seeds is None:
-        seeds = profile["seeds"]
+        seeds = default["seeds"] if isinstance(default, dict) else default
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         if seeds < 1:
             raise ValueError(f"seeds: expected a positive number of seeds, got {seeds}")
         return list(range(int(seeds)))
     seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed, got an empty sequence")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected a non-empty list of distinct seeds, got {seeds}")
     return seeds
 
 
@@ -176,3 +177,23 @@ def finite(tree):
     if isinstance(tree, (float, np.floating)):
         return float(tree) if np.isfinite(tree) else None
     return tree
+
+
+def claim_folder(out_dir: str, experiment: str, settings: dict) -> None:
+    """Record ``settings`` in ``out_dir/run.json``, or refuse if the folder holds a run with other settings.
+
+    Results are keyed by unit (a sweep numbers its members), so a rerun must use the
+    same profile and seeds to resume; anything else needs a new folder.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "run.json")
+    mine = json.loads(json.dumps(finite({"experiment": experiment, **settings})))
+    if os.path.exists(path):
+        with open(path) as f:
+            theirs = json.load(f)
+        if theirs != mine:
+            diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+            raise ValueError(f"{out_dir} holds a run with other settings (differing: {', '.join(diff)}); "
+                             f"expected the same profile and seeds to resume, or use a new output folder")
+        return
+    write_text(out_dir, "run.json", json.dumps(mine, indent=1, sort_keys=True) + "\n")
