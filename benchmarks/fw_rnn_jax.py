@@ -1,0 +1,108 @@
+"""rnn_jax: ``rnn_jax.model`` (cell + readout + loss) over ``rnn_jax.unroll``.
+
+Variants name ``unroll``'s options: ``default`` (its defaults), ``proj=0|1,unroll=N``
+(``project_inputs`` and ``lax.scan``'s unroll factor), ``remat`` (``remat=True``).
+"""
+
+from __future__ import annotations
+
+from benchmarks.bench import Bench, jax_seeds_bench, jax_value_and_grad_bench
+from benchmarks.workloads import SeqConfig
+
+SWEEP = [(p, u) for p in (False, True) for u in (1, 2, 4)]
+
+
+def variants(cfg: SeqConfig) -> list:
+    """``default`` first, then every (project_inputs, unroll) pair that differs from it."""
+    import jax
+
+    import rnn_jax
+
+    default = (rnn_jax.default_project_inputs(_cell(cfg), jax.default_backend()), 1)
+    return ["default"] + [f"proj={int(p)},unroll={u}" for p, u in SWEEP if (p, u) != default]
+
+
+def unroll_kwargs(variant: str) -> dict:
+    if variant == "default":
+        return {}
+    if variant == "remat":
+        return {"remat": True}
+    kwargs = {}
+    for item in variant.split(","):
+        key, value = item.split("=")
+        if key == "proj":
+            kwargs["project_inputs"] = bool(int(value))
+        elif key == "unroll":
+            kwargs["unroll"] = int(value)
+        elif key == "remat":
+            kwargs["remat"] = bool(int(value))
+        else:
+            raise ValueError(f"unknown rnn_jax variant option {key!r} in {variant!r}")
+    return kwargs
+
+
+def _cell(cfg: SeqConfig):
+    import rnn_jax
+
+    if cfg.cell == "rnn":
+        return rnn_jax.elman(cfg.hidden_size, "tanh")
+    return rnn_jax.make(cfg.cell, cfg.hidden_size)
+
+
+def _params(cfg: SeqConfig, cell, w: dict):
+    import jax.numpy as jnp
+
+    import rnn_jax
+
+    names = cell.params_type._fields  # (w_ih, w_hh, b[, b_hn])
+    return rnn_jax.ModelParams(
+        cell.params_type(*[jnp.asarray(w[n]) for n in names]),
+        rnn_jax.ReadoutParams(jnp.asarray(w["w_out"]), jnp.asarray(w["b_out"])),
+    )
+
+
+def _loss_fn(cfg: SeqConfig, cell, kwargs: dict):
+    import jax.numpy as jnp
+
+    from rnn_jax import model
+
+    if cfg.loss == "xent_last":
+        return lambda params, xs, labels: model.loss(cell, params, xs, labels, loss="xent", on="last", **kwargs)
+
+    def loss(params, xs):
+        ys = model.predict(cell, params, xs, on="every", **kwargs)
+        return jnp.mean(jnp.sum(ys * ys, axis=-1))
+
+    return loss
+
+
+def _args(cfg: SeqConfig, d: dict) -> tuple:
+    import jax.numpy as jnp
+
+    return (jnp.asarray(d["xs"]),) + ((jnp.asarray(d["labels"]),) if cfg.loss == "xent_last" else ())
+
+
+def build(cfg: SeqConfig, w: dict, d: dict, variant: str) -> Bench:
+    import jax
+
+    import rnn_jax
+
+    cell = _cell(cfg)
+    kwargs = unroll_kwargs(variant)
+    resolved = {
+        "project_inputs": kwargs.get("project_inputs", rnn_jax.default_project_inputs(cell, jax.default_backend())),
+        "unroll": kwargs.get("unroll", 1),
+        "remat": kwargs.get("remat", False),
+    }
+    return jax_value_and_grad_bench(_loss_fn(cfg, cell, kwargs), _params(cfg, cell, w), *_args(cfg, d), info=resolved)
+
+
+def build_seeds(cfg: SeqConfig, ws: list, ds: list, variant: str) -> Bench:
+    cell = _cell(cfg)
+    return jax_seeds_bench(
+        _loss_fn(cfg, cell, {}),
+        cfg.learning_rate,
+        [_params(cfg, cell, w) for w in ws],
+        [_args(cfg, d) for d in ds],
+        variant,
+    )
