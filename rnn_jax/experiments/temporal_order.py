@@ -102,10 +102,6 @@ PAPER = ("Pascanu et al. (2013), figure 7: MSGD-CR gives the best success rate f
          "5 million updates on lengths 50-200 (one basic-tanh model trained on 50-200 generalised to 5000).")
 
 
-
-
-
-
 def make_setup(scheme: str, length: int, eval_size: int = 10_000) -> train.Setup:
     """The compiled program of one (initialisation, length): MSGD, MSGD-C and MSGD-CR members share it.
 
