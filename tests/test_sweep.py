@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -131,3 +132,28 @@ def test_truncated_results_line_is_cut_off(tmp_path):
     path.write_bytes(b'{"member": 0}\n{"member": 1}\n{"memb')
     assert [r["member"] for r in sweep.read_results(str(path))] == [0, 1]
     assert path.read_bytes() == b'{"member": 0}\n{"member": 1}\n'
+
+
+def test_exploding_members_are_reported_and_no_file_holds_nan(tmp_path):
+    """Exploding regime (large recurrent weights, huge steps, no clipping): the sweep isolates the
+    members that go non-finite, the others finish, and no checkpoint or parameter file holds NaN."""
+    import rnn_jax
+    from rnn_jax import tasks, train
+
+    setup = train.Setup(cell=rnn_jax.elman(8, "relu"), task=tasks.get("adding", min_length=10, max_length=12),
+                        batch_size=8, eval_size=32, eval_batch_size=32)
+    members = [dict(seed=s, learning_rate=lr, clip=float("inf"), init_scale=scale)
+               for s, (lr, scale) in enumerate([(0.01, 1.0), (1e6, 30.0), (0.01, 1.0), (1e6, 30.0)])]
+    seen = []
+    results = sweep.run_sweep(setup, members, str(tmp_path), max_steps=30, chunk_steps=10, progress=False,
+                              on_chunk=lambda c, h: seen.append(sweep.load_checkpoint(
+                                  str(tmp_path), h, json.load(open(tmp_path / sweep.CHECKPOINT_META))["fingerprint"])))
+    outcomes = {r["member"]: r["outcome"] for r in results}
+    assert outcomes[1] == outcomes[3] == "diverged"
+    assert outcomes[0] == outcomes[2] == "exhausted" and all(r["steps"] == 30 for r in results if r["member"] in (0, 2))
+    for state, _ in seen:  # every checkpoint written during the run
+        assert all(np.isfinite(np.asarray(leaf, np.float64)).all()
+                   for leaf in jax.tree_util.tree_leaves(state.params))
+    for r in results:
+        z = np.load(sweep.member_params_path(str(tmp_path), r["member"]))
+        assert all(np.isfinite(z[k]).all() for k in z.files)
