@@ -21,6 +21,12 @@ outputs zero) and an optional ``initial_carry`` (default zeros). So::
     result.grads  ~=  jax.grad(rnn_jax.model.loss, argnums=1)(
         cell, params, xs, targets, loss="xent", on="every", lengths=lengths)
 
+For stacked and bidirectional layers (:mod:`rnn_jax.layers`), :func:`bptt_outputs`
+starts from the cotangent of every step's output instead of a loss, also runs a
+cell in reverse (``unroll(..., reverse=True)``) and returns ``∂E/∂xs`` too, the
+output cotangent of the layer below; chaining it from the top layer down gives the
+gradient of a whole stack (``tests/test_bptt_layers.py``).
+
 It is a reference: a Python loop over time in NumPy on the host, clarity first.
 It runs eagerly (inputs must be concrete arrays, not traced under ``jit``), compiles
 nothing but the activations' elementwise ops, and computes in the parameters' dtype.
@@ -38,6 +44,10 @@ Per-cell backward step (row-vector layout ``x @ w``; ``d·`` is ∂E/∂·, ⊙ 
 * gru (PyTorch, ``b_hn`` inside the reset product ``r ⊙ (h_prev w_hn + b_hn)``):
   ``dn = dh ⊙ (1 − z)``, ``dz = dh ⊙ (h_prev − n)``, ``dr = dn' ⊙ (h_prev w_hn + b_hn)``,
   ``dh_prev = dh ⊙ z + [dr', dz', dn' ⊙ r] w_hhᵀ`` (primes: times the activation's derivative).
+
+The input gradient of a step is the pre-activation gradient through ``w_ih``:
+``dx = da w_ihᵀ`` (elman), ``du = dx w_ihᵀ`` (pascanu), ``dx = dz w_ihᵀ`` over the four
+gate blocks (lstm), ``dx = [dr', dz', dn'] w_ihᵀ`` (gru).
 """
 
 from __future__ import annotations
@@ -127,8 +137,9 @@ def _host(name: str) -> _HostActivation:
 # Each kind has three functions on one step of (B, ...) NumPy arrays:
 #   step(params, act, carry, x) -> (new_carry, output, internals)
 #   output_vjp(act, new_carry, dy) -> the carry cotangent of output = out(new_carry)
-#   backward(params, act, carry, x, internals, d_new) -> (d_carry, param_grads)
-# with d_new = ∂E/∂(new carry) and d_carry = ∂E/∂carry through this step only.
+#   backward(params, act, carry, x, internals, d_new) -> (d_carry, param_grads, d_x)
+# with d_new = ∂E/∂(new carry), d_carry = ∂E/∂carry through this step only and
+# d_x = ∂E/∂x (B, I), the step's input (what a lower layer of a stack receives).
 
 
 def _elman_step(params: ElmanParams, act, carry: RNNState, x):
@@ -145,7 +156,7 @@ def _hidden_output_vjp(act, new_carry, dy):
 def _elman_backward(params: ElmanParams, act, carry: RNNState, x, pre, d_new: RNNState):
     dpre = d_new.hidden * act.derivative(pre)
     grads = ElmanParams(w_ih=x.T @ dpre, w_hh=carry.hidden.T @ dpre, b=dpre.sum(axis=0))
-    return RNNState(dpre @ params.w_hh.T), grads
+    return RNNState(dpre @ params.w_hh.T), grads, dpre @ params.w_ih.T
 
 
 def _pascanu_step(params: ElmanParams, act, carry: RNNState, u):
@@ -160,7 +171,7 @@ def _pascanu_output_vjp(act, new_carry: RNNState, dy):
 def _pascanu_backward(params: ElmanParams, act, carry: RNNState, u, internals, d_new: RNNState):
     dx = d_new.hidden
     grads = ElmanParams(w_ih=u.T @ dx, w_hh=act.fn(carry.hidden).T @ dx, b=dx.sum(axis=0))
-    return RNNState((dx @ params.w_hh.T) * act.derivative(carry.hidden)), grads
+    return RNNState((dx @ params.w_hh.T) * act.derivative(carry.hidden)), grads, dx @ params.w_ih.T
 
 
 _SIGMOID = _host("sigmoid")
@@ -205,7 +216,7 @@ def _lstm_backward(params: LSTMParams, act, carry: LSTMState, x, internals: _LST
         axis=-1,
     )
     grads = LSTMParams(w_ih=x.T @ dpre, w_hh=carry.hidden.T @ dpre, b=dpre.sum(axis=0))
-    return LSTMState(dpre @ params.w_hh.T, dc * f), grads
+    return LSTMState(dpre @ params.w_hh.T, dc * f), grads, dpre @ params.w_ih.T
 
 
 class _GRUInternals(NamedTuple):
@@ -237,7 +248,7 @@ def _gru_backward(params: GRUParams, act, carry: RNNState, x, internals: _GRUInt
     d_xp = np.concatenate([d_pre_r, d_pre_z, d_pre_n], axis=-1)  # of x w_ih + b
     d_hh = np.concatenate([d_pre_r, d_pre_z, d_hn], axis=-1)  # of h_prev w_hh
     grads = GRUParams(w_ih=x.T @ d_xp, w_hh=h_prev.T @ d_hh, b=d_xp.sum(axis=0), b_hn=d_hn.sum(axis=0))
-    return RNNState(dh * z + d_hh @ params.w_hh.T), grads
+    return RNNState(dh * z + d_hh @ params.w_hh.T), grads, d_xp @ params.w_ih.T
 
 
 class _Kind(NamedTuple):
@@ -294,25 +305,28 @@ def _add_batch_axis(xs, lengths, initial_carry):
 # ---------------------------------------------------------------- forward
 
 
-def _forward(kind: _Kind, cell: Cell, params, xs, lengths, initial_carry) -> Trajectory:
-    """params: the cell's, already NumPy (:func:`_to_host`)."""
+def _forward(kind: _Kind, cell: Cell, params, xs, lengths, initial_carry, reverse: bool = False) -> Trajectory:
+    """params: the cell's, already NumPy (:func:`_to_host`). ``reverse``: the steps are run
+    from T-1 down to 0 (a padded step t ≥ length keeps the carry, so each sequence really
+    starts at its last valid step), as :func:`rnn_jax.unroll.unroll` with ``reverse=True``."""
     prep = _prepare(cell, params, xs, initial_carry, lengths, False)  # validates; xs -> (T, B, I)
     xs_t, carry = _to_host("xs", prep.xs), _to_host("initial_carry", prep.carry)
     time = xs_t.shape[0]
     lengths = None if prep.lengths is None else _to_host("lengths", prep.lengths)
     valid = np.ones((time,) + prep.batch_shape, bool) if lengths is None else np.arange(time)[:, None] < lengths[None, :]
     act = _host(cell.activation)
-    initial, carries, outputs, internals = carry, [], [], []
-    for t in range(time):
-        new_carry, y, inner = kind.step(params, act, carry, xs_t[t])
+    initial, carries, outputs, internals = carry, [None] * time, [None] * time, [None] * time
+    for t in range(time - 1, -1, -1) if reverse else range(time):
+        # padding never enters the cell (as in the unroll), so NaN padding stays out of the internals
+        x = np.where(valid[t][:, None], xs_t[t], 0)
+        new_carry, y, internals[t] = kind.step(params, act, carry, x)
         carry = _select(valid[t], new_carry, carry)  # a padded step keeps the carry ...
-        outputs.append(np.where(valid[t][:, None], y, 0))  # ... and outputs 0
-        carries.append(carry)
-        internals.append(inner)
+        outputs[t] = np.where(valid[t][:, None], y, 0)  # ... and outputs 0
+        carries[t] = carry
     return Trajectory(np.swapaxes(xs_t, 0, 1), initial, _stack_time(carries), np.stack(outputs, axis=1), valid.T, tuple(internals))
 
 
-def forward(cell: Cell, params: Any, xs, *, lengths=None, initial_carry: Any = None) -> Trajectory:
+def forward(cell: Cell, params: Any, xs, *, lengths=None, initial_carry: Any = None, reverse: bool = False) -> Trajectory:
     """Run ``cell`` over ``xs`` with the hand-written step equations; store every state.
 
     Args:
@@ -321,15 +335,19 @@ def forward(cell: Cell, params: Any, xs, *, lengths=None, initial_carry: Any = N
       xs: (B, T, I) batch-major, or (T, I) for one sequence (then the trajectory has B = 1).
       lengths: (B,) integer valid lengths (a scalar for one sequence), or None.
       initial_carry: the cell's carry type, leaves (B, H) or (H,); default zeros.
+      reverse: read each sequence from its last valid step back to step 0; outputs and
+        carries stay at their step's position (``carries[:, t]`` is the carry after step t).
 
     Returns:
       a :class:`Trajectory` of NumPy arrays; its ``outputs`` and ``carries`` are those
-      of :func:`rnn_jax.unroll.unroll` (with ``return_carries=True``).
+      of :func:`rnn_jax.unroll.unroll` (with ``return_carries=True`` and the same ``reverse``).
     """
     kind = _kind(cell)
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse: expected a bool, got {describe(reverse)}")
     if hasattr(xs, "ndim") and xs.ndim == 2:
         xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
-    return _forward(kind, cell, _to_host("params", params), xs, lengths, initial_carry)
+    return _forward(kind, cell, _to_host("params", params), xs, lengths, initial_carry, reverse)
 
 
 # ---------------------------------------------------------------- the loss and its gradient
@@ -388,6 +406,39 @@ def _readout_and_loss(readout_params: ReadoutParams, traj: Trajectory, lengths, 
 
 
 # ---------------------------------------------------------------- backward
+
+
+def _backward(kind: _Kind, act, cell_params, traj: Trajectory, d_outputs, reverse: bool):
+    """The recursion through time, from the step run last back to the step run first.
+
+    d_outputs: (B, T, H) ∂E/∂outputs (read only at valid steps). ``reverse`` as in
+    :func:`_forward`: the step run before step t is t-1 (forward) or t+1 (reverse).
+    Returns NumPy ``(cell_grads, d_inputs (B, T, I), state_grads (carry, leaves (B, T, H)),
+    ∂E/∂initial carry)``; ``d_inputs`` is zero at padded steps.
+    """
+    time = d_outputs.shape[1]
+    before = 1 if reverse else -1  # the step whose carry step t reads
+    carry_at = lambda t: (
+        traj.initial_carry if not 0 <= t < time else jax.tree_util.tree_map(lambda leaf: leaf[:, t], traj.carries)
+    )
+    cell_grads = jax.tree_util.tree_map(np.zeros_like, cell_params)
+    delta = jax.tree_util.tree_map(np.zeros_like, traj.initial_carry)  # what flows back into the last carry: nothing
+    state_grads = [None] * time
+    d_inputs = np.zeros_like(traj.inputs)
+    for t in range(time) if reverse else range(time - 1, -1, -1):
+        valid = traj.valid[:, t]
+        # δ_t = (through the steps run after t) + (the direct term: the loss reads the step-t output, unless padded)
+        direct = kind.output_vjp(act, carry_at(t), d_outputs[:, t])
+        delta = jax.tree_util.tree_map(lambda d, e: d + np.where(valid[:, None], e, 0), delta, direct)
+        state_grads[t] = delta
+        # back through step t: a valid row went through the cell, a padded row copied the carry
+        through_cell = _select(valid, delta, jax.tree_util.tree_map(np.zeros_like, delta))
+        x = np.where(valid[:, None], traj.inputs[:, t], 0)  # the cell saw zeros at padded steps
+        d_prev, step_grads, d_x = kind.backward(cell_params, act, carry_at(t + before), x, traj.internals[t], through_cell)
+        cell_grads = jax.tree_util.tree_map(np.add, cell_grads, step_grads)  # tied weights: sum over time
+        d_inputs[:, t] = np.where(valid[:, None], d_x, 0)  # a padded input reaches nothing
+        delta = _select(valid, d_prev, delta)
+    return cell_grads, d_inputs, _stack_time(state_grads), delta
 
 
 def bptt(
@@ -451,27 +502,95 @@ def bptt(
     lengths = None if lengths is None else traj.valid.sum(axis=1)  # clipped into [0, T] as by the unroll
     value, readout_grads, d_outputs = _readout_and_loss(readout_params, traj, lengths, _to_host("targets", targets), loss, on)
 
-    act = _host(cell.activation)
-    time = d_outputs.shape[1]
-    carry_at = lambda t: traj.initial_carry if t < 0 else jax.tree_util.tree_map(lambda leaf: leaf[:, t], traj.carries)
-    cell_grads = jax.tree_util.tree_map(np.zeros_like, cell_params)
-    delta = jax.tree_util.tree_map(np.zeros_like, traj.initial_carry)  # what flows back into s_{T-1}: nothing
-    state_grads = [None] * time
-    for t in range(time - 1, -1, -1):
-        valid = traj.valid[:, t]
-        # δ_t = (through steps > t) + (the direct term: the loss reads the step-t output, unless padded)
-        direct = kind.output_vjp(act, carry_at(t), d_outputs[:, t])
-        delta = jax.tree_util.tree_map(lambda d, e: d + np.where(valid[:, None], e, 0), delta, direct)
-        state_grads[t] = delta
-        # back through step t: a valid row went through the cell, a padded row copied the carry
-        through_cell = _select(valid, delta, jax.tree_util.tree_map(np.zeros_like, delta))
-        d_prev, step_grads = kind.backward(cell_params, act, carry_at(t - 1), traj.inputs[:, t], traj.internals[t], through_cell)
-        cell_grads = jax.tree_util.tree_map(np.add, cell_grads, step_grads)  # tied weights: sum over time
-        delta = _select(valid, d_prev, delta)
-
-    state_grads = _stack_time(state_grads)
+    cell_grads, _, state_grads, delta = _backward(kind, _host(cell.activation), cell_params, traj, d_outputs, False)
     if unbatched:
         state_grads, delta = jax.tree_util.tree_map(lambda leaf: leaf[0], (state_grads, delta))
     dtype = cell_params.w_ih.dtype
     to_jax = lambda tree: jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), tree)
     return BPTTResult(to_jax(value), to_jax(ModelParams(cell_grads, readout_grads)), to_jax(state_grads), to_jax(delta))
+
+
+# ---------------------------------------------------------------- from the outputs' cotangent (layers)
+
+
+class SequenceGrads(NamedTuple):
+    """What :func:`bptt_outputs` returns (JAX arrays in the parameters' dtype).
+
+    params: ∂E/∂(cell params), the cell's params type; tied weights summed over the steps.
+    inputs: (B, T, I) ∂E/∂xs, zero at padded steps: the output cotangent of the layer below.
+    initial_carry: the carry type, leaves (B, H): ∂E/∂(initial carry).
+    state_grads: the carry type, leaves (B, T, H): ``δ_t = ∂E/∂s_t`` for the carry after
+      step t, as :attr:`BPTTResult.state_grads` (zero at padded steps).
+    For one sequence (xs of rank 2) the batch axis is dropped again.
+    """
+
+    params: Any
+    inputs: jax.Array
+    initial_carry: Any
+    state_grads: Any
+
+
+def bptt_outputs(
+    cell: Cell,
+    cell_params: Any,
+    xs,
+    d_outputs,
+    *,
+    lengths=None,
+    initial_carry: Any = None,
+    reverse: bool = False,
+) -> SequenceGrads:
+    """Hand-written BPTT from the cotangent of every step's output: one layer of a stack.
+
+    For ``E`` any function of the outputs ``y_t`` of ``unroll(cell, cell_params, xs,
+    lengths=, initial_carry=, reverse=)``, given ``d_outputs[:, t] = ∂E/∂y_t``::
+
+        δ_t = ∂s_{next}/∂s_t · δ_{next}  +  ∂y_t/∂s_t · ∂E/∂y_t,
+        ∂E/∂θ = Σ_t ∂s_t/∂θ · δ_t,      ∂E/∂x_t = ∂s_t/∂x_t · δ_t,
+
+    where ``next`` is the step run after t (t+1, or t-1 with ``reverse``). This is what
+    stacked and bidirectional layers (:mod:`rnn_jax.layers`) need: ``inputs`` is the
+    output cotangent of the layer below, and a bidirectional layer's two directions
+    take the ``[forward | backward]`` halves of its output cotangent and add their
+    ``inputs``.
+
+    Args:
+      cell: an ``elman``, ``pascanu``, ``lstm`` or ``gru`` cell.
+      cell_params: the cell's parameters (not :class:`~rnn_jax.model.ModelParams`).
+      xs: (B, T, I) batch-major inputs, or (T, I) for one sequence.
+      d_outputs: (B, T, H) ∂E/∂outputs (or (T, H)); padded steps are ignored (their output is 0).
+      lengths: (B,) integer valid lengths (a scalar for one sequence), or None (T each).
+      initial_carry: the carry before the first step run (leaves (B, H) or (H,)); default zeros.
+      reverse: as :func:`rnn_jax.unroll.unroll`: each sequence is read from its last valid
+        step back to step 0, outputs stay at their positions.
+
+    Returns:
+      a :class:`SequenceGrads` ``(params, inputs, initial_carry, state_grads)``.
+
+    Raises:
+      ValueError / TypeError: a wrong cell kind, ``d_outputs`` of another shape than the
+        outputs or of another dtype than the parameters, a traced (jitted) argument.
+    """
+    kind = _kind(cell)
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse: expected a bool, got {describe(reverse)}")
+    unbatched = hasattr(xs, "ndim") and xs.ndim == 2
+    if unbatched:
+        xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
+        d_outputs = d_outputs[None] if hasattr(d_outputs, "ndim") else d_outputs
+    host_params = _to_host("cell_params", cell_params)
+    traj = _forward(kind, cell, host_params, xs, lengths, initial_carry, reverse)
+    check_floating("d_outputs", d_outputs)
+    if jnp.dtype(d_outputs.dtype) != jnp.dtype(cell_params.w_ih.dtype):
+        raise TypeError(f"d_outputs: expected dtype {jnp.dtype(cell_params.w_ih.dtype)} like the parameters, got {describe(d_outputs)}")
+    d_outputs = _to_host("d_outputs", d_outputs)
+    if d_outputs.shape != traj.outputs.shape:
+        expected = traj.outputs.shape[1:] if unbatched else traj.outputs.shape
+        got = d_outputs.shape[1:] if unbatched else d_outputs.shape
+        raise ValueError(f"d_outputs: expected shape {expected} like the outputs (batch, time, hidden), got {got}")
+    cell_grads, d_inputs, state_grads, delta = _backward(kind, _host(cell.activation), host_params, traj, d_outputs, reverse)
+    if unbatched:
+        d_inputs, state_grads, delta = jax.tree_util.tree_map(lambda leaf: leaf[0], (d_inputs, state_grads, delta))
+    dtype = host_params.w_ih.dtype
+    to_jax = lambda tree: jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), tree)
+    return SequenceGrads(to_jax(cell_grads), to_jax(d_inputs), to_jax(delta), to_jax(state_grads))
