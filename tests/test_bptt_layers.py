@@ -23,7 +23,7 @@ import pytest
 import rnn_jax
 from rnn_jax import bptt, layers
 from rnn_jax.cells import Cell
-from rnn_jax.layers import Bidirectional, BidirectionalParams, BidirectionalState, Stacked
+from rnn_jax.layers import BidirectionalParams, BidirectionalState, Stacked
 
 CELLS = {
     "elman-tanh": lambda h: rnn_jax.elman(h, "tanh"),
