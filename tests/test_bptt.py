@@ -37,17 +37,10 @@ from rnn_jax.bptt import BPTTResult, bptt, forward
 from rnn_jax.cells import ElmanParams
 from rnn_jax.model import ModelParams
 from rnn_jax.readout import ReadoutParams
+from tests.helpers import CELL_CONFIGS
 
-CELLS = {
-    "elman-tanh": lambda h: rnn_jax.elman(h, "tanh"),
-    "elman-sigmoid": lambda h: rnn_jax.elman(h, "sigmoid"),
-    "elman-relu": lambda h: rnn_jax.elman(h, "relu"),
-    "elman-identity": lambda h: rnn_jax.elman(h, "identity"),
-    "pascanu-tanh": lambda h: rnn_jax.pascanu(h, "tanh"),
-    "pascanu-sigmoid": lambda h: rnn_jax.pascanu(h, "sigmoid"),
-    "lstm": lambda h: rnn_jax.lstm(h),
-    "gru": lambda h: rnn_jax.gru(h),
-}
+# The shared registry (a new cell is tested by registering it in tests/helpers.py).
+CELLS = CELL_CONFIGS
 COMBOS = (("mse", "last"), ("mse", "every"), ("xent", "last"), ("xent", "every"))
 TINY = np.finfo(np.float64).tiny
 
