@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import model, optim
+from rnn_jax import fused, model, optim
 from rnn_jax.cells import Cell
 from rnn_jax.tasks.base import Task, lengths as batch_lengths
 
@@ -181,6 +181,12 @@ def init_members(
 def _loss_and_grads(setup: Setup, hp: Hparams, params, batch):
     lengths = batch_lengths(batch)
     task = setup.task
+    if fused.supports(setup.cell, loss=task.loss, on=task.on):
+        # Elman-type cells: hand-written BPTT whose vmap runs member-batched (rnn_jax.fused);
+        # equal to the autodiff path below to rounding, ~3x faster per member-update on a CPU.
+        fn = fused.engine_loss_and_grads(setup.cell, task.loss, task.on, bool(setup.regularize))
+        alpha = hp["alpha"] if setup.regularize else jnp.zeros((), setup.dtype)
+        return fn(params, batch.inputs, batch.targets, lengths, alpha)
     if setup.regularize:
         from rnn_jax import regularizer  # Elman cells only; imported lazily to keep the layering light
 
