@@ -48,24 +48,33 @@ def jax_value_and_grad_bench(loss_fn: Callable, params: Any, *args: Any, info: O
     )
 
 
-def sgd_train_step(loss_fn: Callable, learning_rate: float) -> Callable:
-    """``(params, *args) -> (params - lr * grad, loss)``, not jitted."""
+def sgd_train_step(loss_fn: Callable, learning_rate: float, value_and_grad: Optional[Callable] = None) -> Callable:
+    """``(params, *args) -> (params - lr * grad, loss)``, not jitted.
+
+    ``value_and_grad(params, *args) -> (loss, grads)`` replaces ``jax.value_and_grad(loss_fn)``
+    when given (rnn_jax's engine computes Elman gradients by hand, :mod:`rnn_jax.fused`)."""
     import jax
 
+    grad_fn = value_and_grad or jax.value_and_grad(loss_fn)
+
     def train_step(params, *args):
-        loss, grads = jax.value_and_grad(loss_fn)(params, *args)
+        loss, grads = grad_fn(params, *args)
         return jax.tree_util.tree_map(lambda p, g: p - learning_rate * g, params, grads), loss
 
     return train_step
 
 
-def jax_seeds_bench(loss_fn: Callable, learning_rate: float, member_params: list, member_args: list, variant: str) -> Bench:
+def jax_seeds_bench(
+    loss_fn: Callable, learning_rate: float, member_params: list, member_args: list, variant: str,
+    value_and_grad: Optional[Callable] = None,
+) -> Bench:
     """W5 in JAX: ``vmap`` -- one jitted, vmapped train step over stacked members;
-    ``loop`` -- a Python loop over a jitted single-member train step."""
+    ``loop`` -- a Python loop over the same train step jitted on one member.
+    ``value_and_grad``: see :func:`sgd_train_step`."""
     import jax
     import jax.numpy as jnp
 
-    train_step = sgd_train_step(loss_fn, learning_rate)
+    train_step = sgd_train_step(loss_fn, learning_rate, value_and_grad)
     if variant == "vmap":
         stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *member_params)
         args = [jnp.stack(a) for a in zip(*member_args)]

@@ -97,12 +97,35 @@ def build(cfg: SeqConfig, w: dict, d: dict, variant: str) -> Bench:
     return jax_value_and_grad_bench(_loss_fn(cfg, cell, kwargs), _params(cfg, cell, w), *_args(cfg, d), info=resolved)
 
 
+def _engine_value_and_grad(cfg: SeqConfig, cell):
+    """The training engine's gradient of W5's loss (rnn_jax.fused: hand-written BPTT whose
+    ``vmap`` runs member-batched), as ``(params, xs, labels) -> (loss, grads)``."""
+    import jax.numpy as jnp
+    from rnn_jax import fused
+
+    fn = fused.engine_loss_and_grads(cell, "xent", "last", False)
+
+    def value_and_grad(params, xs, labels):
+        lengths = jnp.full(xs.shape[:1], xs.shape[1], jnp.int32)
+        loss, _, grads = fn(params, xs, labels, lengths, jnp.zeros((), xs.dtype))
+        return loss, grads
+
+    return value_and_grad
+
+
 def build_seeds(cfg: SeqConfig, ws: list, ds: list, variant: str) -> Bench:
+    """W5 variants: ``vmap`` and ``loop`` step with the engine's gradient (what
+    ``rnn_jax.train`` runs); ``vmap-autodiff`` and ``loop-autodiff`` with ``jax.value_and_grad``
+    of ``model.loss`` (the engine before its fused path; plain JAX's way)."""
     cell = _cell(cfg)
+    base, _, how = variant.partition("-")
+    if how not in ("", "autodiff") or cfg.loss != "xent_last":
+        raise ValueError(f"unknown W5 variant {variant!r}; expected vmap, loop, vmap-autodiff or loop-autodiff")
     return jax_seeds_bench(
         _loss_fn(cfg, cell, {}),
         cfg.learning_rate,
         [_params(cfg, cell, w) for w in ws],
         [_args(cfg, d) for d in ds],
-        variant,
+        base,
+        value_and_grad=None if how else _engine_value_and_grad(cfg, cell),
     )

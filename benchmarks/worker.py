@@ -29,7 +29,7 @@ MODULES = {
     "equinox": "benchmarks.fw_equinox",
     "torch": "benchmarks.fw_torch",
 }
-SEEDS_VARIANTS = {"rnn_jax": ["vmap", "loop"], "torch": ["loop"]}
+SEEDS_VARIANTS = {"rnn_jax": ["vmap", "loop", "vmap-autodiff", "loop-autodiff"], "torch": ["loop"]}
 
 
 def jax_environment() -> dict:
