@@ -9,7 +9,10 @@ on the gradient for ``x`` (itself a reversed linear recurrence). The gradient
 for ``a`` is a sum over all T steps whose rounding depends on the summation
 order; its relative difference is reported, not checked. For the scalar
 case rnn_jax's ``unroll`` of an identity Elman cell with H = 1 (``w_hh = a``,
-``w_ih = 1``, ``b = 0``) is timed as well.
+``w_ih = 1``, ``b = 0``) is timed as well. The library function
+``rnn_jax.linear_recurrence(a, x, method="auto")`` is timed at every width, next to
+the two hand-written scans, with the method it picked on this backend recorded
+(``config["auto_method"]``): the check of its per-backend table.
 """
 
 from __future__ import annotations
@@ -59,7 +62,19 @@ def rnn_jax_scalar(a, x):
     return rnn_jax.unroll(cell, params, x)[1]
 
 
-METHODS = {"scan": sequential, "associative_scan": parallel, "rnn_jax.unroll": rnn_jax_scalar}
+def rnn_jax_auto(a, x):
+    """rnn_jax's linear_recurrence with ``method="auto"``: one of the two scans above, chosen per backend."""
+    from rnn_jax.linear import linear_recurrence
+
+    return linear_recurrence(a, x, method="auto")
+
+
+METHODS = {
+    "scan": sequential,
+    "associative_scan": parallel,
+    "rnn_jax.unroll": rnn_jax_scalar,
+    "rnn_jax.linear_recurrence": rnn_jax_auto,
+}
 
 
 def _rel_err(ref, other) -> float:
@@ -72,6 +87,8 @@ def run(times, widths, measure, frameworks=("jax", "rnn_jax")) -> list:
     import jax
     import jax.numpy as jnp
 
+    from rnn_jax.linear import default_method
+
     records = []
     for width in widths:
         for time in times:
@@ -79,12 +96,13 @@ def run(times, widths, measure, frameworks=("jax", "rnn_jax")) -> list:
             a, x = jnp.asarray(a_np), jnp.asarray(x_np)
             reference = {}
             for method, fn in METHODS.items():
-                framework = "rnn_jax" if method == "rnn_jax.unroll" else "jax"
+                framework = "rnn_jax" if method.startswith("rnn_jax.") else "jax"
                 if framework not in frameworks or (method == "rnn_jax.unroll" and width != 1):
                     continue
                 forward = jax.jit(fn)
                 loss = lambda a, x, fn=fn: jnp.sum(fn(a, x) ** 2)
                 backward = jax.jit(jax.grad(loss, argnums=(0, 1)))
+                auto = default_method(time) if method == "rnn_jax.linear_recurrence" else None
                 h = forward(a, x)
                 grads = backward(a, x)
                 if method == "scan":
@@ -96,7 +114,7 @@ def run(times, widths, measure, frameworks=("jax", "rnn_jax")) -> list:
                     rec = {
                         "workload": "LIN",
                         "framework": framework,
-                        "variant": f"{method} {pass_}",
+                        "variant": f"{method} {pass_}" if auto is None else f"{method} (auto: {auto}) {pass_}",
                         "status": "ok",
                         "config": {"time": time, "width": width, "method": method, "pass": pass_},
                         "rel_err_h": rel_h,
@@ -105,6 +123,8 @@ def run(times, widths, measure, frameworks=("jax", "rnn_jax")) -> list:
                         "agrees": None if rel_h is None else bool(rel_h <= TOLERANCE and rel_gx <= TOLERANCE),
                         "loss": float(jnp.sum(h * h)),
                     }
+                    if auto is not None:
+                        rec["config"]["auto_method"] = auto
                     rec.update(measure(lambda f=fn_jit: f(a, x), jax.block_until_ready))
                     rec["ns_per_step"] = rec["median_s"] / time * 1e9
                     records.append(rec)

@@ -140,7 +140,8 @@ def compile_table(records: list) -> str:
 def linear_table(records: list) -> str:
     lin = [r for r in records if r["workload"] == "LIN" and r.get("status") == "ok"]
     keys = sorted({(r["config"]["width"], r["config"]["time"]) for r in lin})
-    methods = [m for m in ("scan", "associative_scan", "rnn_jax.unroll") if any(r["config"]["method"] == m for r in lin)]
+    methods = [m for m in ("scan", "associative_scan", "rnn_jax.unroll", "rnn_jax.linear_recurrence")
+               if any(r["config"]["method"] == m for r in lin)]
     rows = []
     for width, time in keys:
         cell = {}
@@ -156,9 +157,11 @@ def linear_table(records: list) -> str:
         row.append(_num(seq["median_s"] / par["median_s"]) if seq and par else "–")
         errs = [r["rel_err_h"] for r in cell.values() if r.get("rel_err_h") is not None]
         row.append(_num(max(errs), "{:.1e}") if errs else "–")
+        autos = {r["config"].get("auto_method") for r in cell.values() if r["config"].get("auto_method")}
+        row.append(", ".join(sorted(autos)) or "–")
         rows.append(row)
     header = ["width", "T"] + [f"{m} {'fwd' if p == 'forward' else 'fwd+bwd'}" for m in methods for p in ("forward", "forward+backward")]
-    header += ["parallel speed-up (fwd+bwd)", "max rel. diff of h"]
+    header += ["parallel speed-up (fwd+bwd)", "max rel. diff of h", "linear_recurrence's auto choice"]
     return _table(header, rows)
 
 

@@ -93,7 +93,7 @@ def test_linear_recurrence_scans_agree():
     """Sequential scan, associative scan and rnn_jax's identity cell give the same h and gradients."""
     fake = lambda step, sync: {"median_s": 1.0, "min_s": 1.0, "max_s": 1.0, "repeats": 1}
     records = linear.run((300,), (1,), fake)
-    assert {r["config"]["method"] for r in records} == {"scan", "associative_scan", "rnn_jax.unroll"}
+    assert {r["config"]["method"] for r in records} == {"scan", "associative_scan", "rnn_jax.unroll", "rnn_jax.linear_recurrence"}
     for rec in records:
         if rec["config"]["method"] != "scan":
             assert rec["agrees"], rec
