@@ -1,7 +1,7 @@
 """rnn_jax: recurrent networks as pure JAX functions, and the experiments on why they are hard to train.
 
 Layering, bottom-up (nothing imports upward): activations, initializers -> cells
--> unroll -> readout, losses, model -> bptt, diagnostics -> optim, regularizer
+-> unroll, linear -> readout, losses, model, long -> bptt, diagnostics -> optim, regularizer
 -> tasks -> train -> experiments -> cli.
 """
 
@@ -21,14 +21,16 @@ from rnn_jax.cells import (
 )
 from rnn_jax.readout import ReadoutParams, readout, readout_init
 from rnn_jax.unroll import default_project_inputs, python_unroll, unroll
+from rnn_jax.linear import linear_recurrence
 from rnn_jax import model
 from rnn_jax.model import ModelParams
+from rnn_jax import long  # chunked checkpointing for long sequences (uses unroll and model)
 from rnn_jax import bptt, diagnostics, layers, optim, regularizer, tasks
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams",
-    "activations", "bptt", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "layers", "losses", "lstm", "make", "model",
+    "activations", "bptt", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "layers", "linear_recurrence", "long", "losses", "lstm", "make", "model",
     "pascanu", "python_unroll", "readout", "readout_init", "tasks", "unroll",
 ]
