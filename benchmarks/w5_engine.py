@@ -9,6 +9,9 @@ one member-update being one gradient + optimizer step of one member:
   (vmap of ``train_step``; Elman cells take the fused path, :mod:`rnn_jax.fused`);
 * ``engine-generic``: the same with ``rnn_jax.fused.ENABLED = False``, i.e.
   ``vmap(jax.value_and_grad)``, the engine before the fused path;
+* ``engine-sharded``: ``engine`` with the member axis sharded over one XLA host device
+  per CPU (``--xla_force_host_platform_device_count``, ``rnn_jax.sweep.shard_members``),
+  as ``rnn_jax.sweep.run_sweep`` shards it: each device runs its members on its own thread;
 * ``loop``: a Python loop over the 64 members, each one call of the engine's
   ``train_step`` jitted on ONE member (one update per call); it takes the fused path
   with one member;
@@ -40,7 +43,7 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("engine", "engine-generic", "loop", "loop-generic", "torch")
+VARIANTS = ("engine", "engine-sharded", "engine-generic", "loop", "loop-generic", "torch")
 MEMBERS, BATCH, HIDDEN, INPUTS, CLASSES = 64, 20, 50, 6, 4
 LEARNING_RATE, CLIP = 0.01, 1.0
 
@@ -72,10 +75,17 @@ def _jax_worker(variant, length, members, repeats):
     from rnn_jax import fused, tasks, train
 
     fused.ENABLED = not variant.endswith("generic")
+    if variant == "engine-sharded":
+        assert jax.device_count() > 1 or (os.cpu_count() or 1) == 1, "XLA_FLAGS did not reach the worker"
     task = tasks.get("temporal_order", min_length=length, max_length=length + 1)  # every sequence `length` long
     setup = train.Setup(cell=rnn_jax.elman(HIDDEN, "tanh"), task=task, batch_size=BATCH)
     hp = {"learning_rate": jnp.full(members, LEARNING_RATE, jnp.float32), "clip": jnp.full(members, CLIP, jnp.float32)}
     state = train.init_members(setup, range(members), hp)
+    if variant == "engine-sharded":
+        from rnn_jax import sweep
+
+        mesh = sweep.member_mesh()
+        hp, state = sweep.shard_members(hp, mesh), sweep.shard_members(jax.device_get(state), mesh)
     if variant.startswith("engine"):
         updates = max(2, 1000 // length)  # updates per call (the engine amortises its calls)
         box = [train.train_chunk(setup, hp, state, updates)]
@@ -142,7 +152,11 @@ def worker(variant, length, members, repeats, one_core):
 def _run_worker(variant, length, args):
     cmd = [sys.executable, "-m", "benchmarks.w5_engine", "--worker", variant, "--lengths", str(length),
            "--members", str(args.members), "--repeats", str(args.repeats)] + (["--one-core"] if args.one_core else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
+    env = dict(os.environ)
+    if variant == "engine-sharded":
+        flags = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+        env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if proc.returncode != 0:
         raise RuntimeError(f"{variant} T={length} failed:\n{proc.stderr[-2000:]}")
