@@ -59,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-time", type=float, default=None, help="stop a measurement's repetitions after this many seconds, "
                    "keeping at least 3 (default 20, --quick 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repetitions: a smoke test, not a measurement")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<backend>[-quick].json)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<backend>.json; "
+                   "<backend>-quick.json with --quick, <backend>-unrecorded.json with --no-write)")
     p.add_argument("--no-write", action="store_true", help="do not touch benchmarks/RESULTS.md")
     p.add_argument("--write", action="store_true", help="write benchmarks/RESULTS.md even with --quick")
     p.add_argument("--results-md", default=os.path.join(HERE, "RESULTS.md"), help=argparse.SUPPRESS)
@@ -219,7 +220,12 @@ def main(argv=None) -> int:
     jax_env = next((e for e in envs if "backend" in e), {})
     backend = jax_env.get("backend", "unknown")
     profile = "quick" if args.quick else "full"
-    out_path = args.out or os.path.join(HERE, "results", f"{backend}{'-quick' if args.quick else ''}.json")
+    # The tracked JSON (results/<backend>.json) holds the figures of the RESULTS.md section written
+    # with it; a run that writes no section (--no-write) goes to an ignored file instead of
+    # overwriting them.
+    records_results = not args.no_write and (args.write or not args.quick)
+    suffix = "-quick" if args.quick else ("" if records_results else "-unrecorded")
+    out_path = args.out or os.path.join(HERE, "results", f"{backend}{suffix}.json")
     rate = analysis.matmul_rate(records)
     analysis.add_floors(records, rate)
     checks = analysis.loss_checks(records)
@@ -267,7 +273,7 @@ def main(argv=None) -> int:
         json.dump(result, f, indent=1, default=str)
     print(report.section(result))
     print(f"JSON: {out_path}", file=sys.stderr)
-    if not args.no_write and (args.write or not args.quick):
+    if records_results:
         report.update_results_md(args.results_md, result)
         print(f"RESULTS.md section updated: {args.results_md}", file=sys.stderr)
     failed = [c for c in checks if not c["ok"]]
