@@ -179,9 +179,9 @@ def _weights(lengths: Optional[Array], shape: tuple, on: str, dtype) -> Array:
             count *= n
         return jnp.full(shape, 1 / count, dtype)
     if on == "last":
-        mask = (lengths > 0).astype(dtype)
+        mask = _losses.last_step_mask(lengths, shape, dtype)
     else:
-        mask = (jnp.arange(shape[-1], dtype=lengths.dtype) < lengths[..., None]).astype(dtype)
+        mask = _losses.sequence_mask(lengths, shape[-1], dtype)
     total = jnp.sum(mask.reshape(shape[0], -1), axis=-1)
     return mask / jnp.maximum(total, 1).reshape((shape[0],) + (1,) * (len(shape) - 1))
 

@@ -46,7 +46,7 @@ from rnn_jax._checks import check_choice, check_floating, check_integer, check_p
 from rnn_jax.cells import Cell
 from rnn_jax.model import ModelParams
 from rnn_jax.readout import readout
-from rnn_jax.unroll import _masked, _prepare, default_project_inputs
+from rnn_jax.unroll import _masked, _prepare, default_project_inputs, projected_step
 
 
 class _Long(NamedTuple):
@@ -110,11 +110,7 @@ def _loss_dtype(step_loss, cell: Cell, long: _Long, dtype):
 def _run(cell: Cell, params, long: _Long, step_loss) -> jax.Array:
     """The two-level scan of the module docstring; returns the summed loss."""
     dtype = _loss_dtype(step_loss, cell, long, params.w_ih.dtype)
-    if long.project_inputs:
-        base = lambda carry, xp: cell.step_projected(params, carry, xp)
-    else:
-        base = lambda carry, x: cell.step_projected(params, carry, cell.project(params, x))
-    step = _masked(base, long.lengths)
+    step = _masked(projected_step(cell, params, long.project_inputs), long.lengths)
 
     def body(state, inp):
         carry, acc = state

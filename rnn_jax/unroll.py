@@ -129,6 +129,15 @@ def _masked(step, lengths):
     return masked_step
 
 
+def projected_step(cell: Cell, params: Any, project_inputs: bool):
+    """``(carry, input) -> (carry, y)`` for inputs already projected (``x @ w_ih + b``, made
+    for all steps before the loop) when ``project_inputs``, else for raw inputs projected
+    inside the step."""
+    if project_inputs:
+        return lambda carry, xp: cell.step_projected(params, carry, xp)
+    return lambda carry, x: cell.step_projected(params, carry, cell.project(params, x))
+
+
 def unroll(
     cell: Cell,
     params: Any,
@@ -173,14 +182,8 @@ def unroll(
     if project_inputs is None:
         project_inputs = default_project_inputs(cell)
 
-    if project_inputs:
-        inputs = cell.project(params, prep.xs)
-        base = lambda carry, xp: cell.step_projected(params, carry, xp)
-    else:
-        inputs = prep.xs
-        base = lambda carry, x: cell.step_projected(params, carry, cell.project(params, x))
-
-    body = _masked(base, prep.lengths)
+    inputs = cell.project(params, prep.xs) if project_inputs else prep.xs
+    body = _masked(projected_step(cell, params, project_inputs), prep.lengths)
     if return_carries:
         masked = body
         body = lambda carry, inp: (lambda c, y: (c, (y, c)))(*masked(carry, inp))
