@@ -1,7 +1,8 @@
 """rnn_jax: ``rnn_jax.model`` (cell + readout + loss) over ``rnn_jax.unroll``.
 
-Variants name ``unroll``'s options: ``default`` (its defaults), ``proj=0|1,unroll=N``
-(``project_inputs`` and ``lax.scan``'s unroll factor), ``remat`` (``remat=True``).
+Variants name ``unroll``'s options: ``default`` (its defaults), ``backward=hand|autodiff``
+(the reverse pass), ``proj=0|1`` and ``unroll=N`` (``project_inputs`` -- read by the autodiff
+pass only -- and ``lax.scan``'s unroll factor), ``remat`` (``remat=True``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,21 @@ SWEEP = [(p, u) for p in (False, True) for u in (1, 2, 4)]
 
 
 def variants(cfg: SeqConfig) -> list:
-    """``default`` first, then every (project_inputs, unroll) pair that differs from it."""
+    """``default`` first, then each reverse pass with every (project_inputs, unroll) that
+    differs from the default (the hand pass always projects ahead)."""
     import jax
 
     import rnn_jax
 
-    default = (rnn_jax.default_project_inputs(_cell(cfg), jax.default_backend()), 1)
-    return ["default"] + [f"proj={int(p)},unroll={u}" for p, u in SWEEP if (p, u) != default]
+    cell, backend = _cell(cfg), jax.default_backend()
+    backward = rnn_jax.default_backward(cell, backend)
+    default = (backward, rnn_jax.default_project_inputs(cell, backend) if backward == "autodiff" else True, 1)
+    sweep = [("hand", True, u) for u in (1, 2, 4)] + [("autodiff", p, u) for p, u in SWEEP]
+    return ["default"] + [
+        f"backward={b},unroll={u}" if b == "hand" else f"backward={b},proj={int(p)},unroll={u}"
+        for b, p, u in sweep
+        if (b, p, u) != default
+    ]
 
 
 def unroll_kwargs(variant: str) -> dict:
@@ -36,6 +45,8 @@ def unroll_kwargs(variant: str) -> dict:
             kwargs["unroll"] = int(value)
         elif key == "remat":
             kwargs["remat"] = bool(int(value))
+        elif key == "backward":
+            kwargs["backward"] = value
         else:
             raise ValueError(f"unknown rnn_jax variant option {key!r} in {variant!r}")
     return kwargs
@@ -89,8 +100,10 @@ def build(cfg: SeqConfig, w: dict, d: dict, variant: str) -> Bench:
 
     cell = _cell(cfg)
     kwargs = unroll_kwargs(variant)
+    backward = kwargs.get("backward", "autodiff" if kwargs.get("remat") else rnn_jax.default_backward(cell, jax.default_backend()))
     resolved = {
-        "project_inputs": kwargs.get("project_inputs", rnn_jax.default_project_inputs(cell, jax.default_backend())),
+        "backward": backward,
+        "project_inputs": True if backward == "hand" else kwargs.get("project_inputs", rnn_jax.default_project_inputs(cell, jax.default_backend())),
         "unroll": kwargs.get("unroll", 1),
         "remat": kwargs.get("remat", False),
     }

@@ -20,7 +20,7 @@ from rnn_jax.cells import (
     pascanu,
 )
 from rnn_jax.readout import ReadoutParams, readout, readout_init
-from rnn_jax.unroll import default_project_inputs, python_unroll, unroll
+from rnn_jax.unroll import default_backward, default_project_inputs, python_unroll, unroll
 from rnn_jax.linear import linear_recurrence
 from rnn_jax import model
 from rnn_jax.model import ModelParams
@@ -31,6 +31,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams",
-    "activations", "bptt", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "layers", "linear_recurrence", "long", "losses", "lstm", "make", "model",
+    "activations", "bptt", "default_backward", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "layers", "linear_recurrence", "long", "losses", "lstm", "make", "model",
     "pascanu", "python_unroll", "readout", "readout_init", "tasks", "unroll",
 ]

@@ -107,6 +107,12 @@ class Cell(NamedTuple):
       step_projected: ``step_projected(params, carry, xp) -> (carry, y)``.
       params_type: the parameters' NamedTuple class.
       carry_type: the carry's NamedTuple class.
+      recurrent_input: ``recurrent_input(carry) -> m``, what multiplies ``w_hh``
+        (``carry.hidden``; ``σ(carry.hidden)`` for :func:`pascanu`).
+      combine: ``combine(params, carry, xp, hh) -> (carry, y)``, the step given the
+        input projection ``xp`` and the recurrent product ``hh = m @ w_hh``; it reads
+        no parameter but ``b_hn``. ``step_projected`` is ``combine`` after the product,
+        and the hand-written reverse pass (:mod:`rnn_jax.hand_scan`) differentiates it.
     """
 
     kind: str
@@ -120,6 +126,8 @@ class Cell(NamedTuple):
     step_projected: Callable[..., Any]
     params_type: type
     carry_type: type
+    recurrent_input: Optional[Callable[..., Any]] = None
+    combine: Optional[Callable[..., Any]] = None
 
 
 InitSpec = Union[str, initializers.Initializer]
@@ -202,16 +210,23 @@ def _resolve_inits(kind, hidden_size, input_init, recurrent_init, bias_init):
     )
 
 
-def _build(kind, hidden_size, activation, gates, init, step_projected, params_type, carry_type) -> Cell:
+def _hidden(carry):
+    return carry.hidden
+
+
+def _build(kind, hidden_size, activation, gates, init, combine, params_type, carry_type, recurrent_input=_hidden) -> Cell:
     """Assemble a :class:`Cell`; ``step`` validates its arguments then projects and steps."""
     cell = None
+
+    def step_projected(params, carry, xp):
+        return combine(params, carry, xp, recurrent_input(carry) @ params.w_hh)
 
     def step(params, carry, x):
         _check_step_input(cell, params, x)
         return step_projected(params, carry, _project_single(params, x))
 
     cell = Cell(kind, hidden_size, activation, gates, init, _make_initial_carry(carry_type, hidden_size), step,
-                _project_single, step_projected, params_type, carry_type)
+                _project_single, step_projected, params_type, carry_type, recurrent_input, combine)
     return cell
 
 
@@ -281,12 +296,12 @@ def elman(
     """
     hidden_size, act, inits = _elman_family("elman", hidden_size, activation, scheme, input_init, recurrent_init, bias_init)
 
-    def step_projected(params, carry, xp):
-        h = act.fn(xp + carry.hidden @ params.w_hh)
+    def combine(params, carry, xp, hh):
+        h = act.fn(xp + hh)
         return RNNState(h), h
 
     init = _elman_init("elman", hidden_size, inits)
-    return _build("elman", hidden_size, act.name, 1, init, step_projected, ElmanParams, RNNState)
+    return _build("elman", hidden_size, act.name, 1, init, combine, ElmanParams, RNNState)
 
 
 def pascanu(
@@ -306,12 +321,13 @@ def pascanu(
     """
     hidden_size, act, inits = _elman_family("pascanu", hidden_size, activation, scheme, input_init, recurrent_init, bias_init)
 
-    def step_projected(params, carry, xp):
-        x = act.fn(carry.hidden) @ params.w_hh + xp
+    def combine(params, carry, xp, hh):
+        x = hh + xp
         return RNNState(x), act.fn(x)
 
     init = _elman_init("pascanu", hidden_size, inits)
-    return _build("pascanu", hidden_size, act.name, 1, init, step_projected, ElmanParams, RNNState)
+    return _build("pascanu", hidden_size, act.name, 1, init, combine, ElmanParams, RNNState,
+                  recurrent_input=lambda carry: act.fn(carry.hidden))
 
 
 # ---------------------------------------------------------------- LSTM
@@ -349,8 +365,8 @@ def lstm(
         b = b.at[h : 2 * h].add(jnp.asarray(forget_bias, dtype))
         return LSTMParams(inits[0](k_ih, (input_size, 4 * h), dtype), inits[1](k_hh, (h, 4 * h), dtype), b)
 
-    def step_projected(params, carry, xp):
-        z = xp + carry.hidden @ params.w_hh
+    def combine(params, carry, xp, hh):
+        z = xp + hh
         i = jax.nn.sigmoid(z[..., :h])
         f = jax.nn.sigmoid(z[..., h : 2 * h])
         g = jnp.tanh(z[..., 2 * h : 3 * h])
@@ -359,7 +375,7 @@ def lstm(
         hidden = o * jnp.tanh(c)
         return LSTMState(hidden, c), hidden
 
-    return _build("lstm", h, "tanh", 4, init, step_projected, LSTMParams, LSTMState)
+    return _build("lstm", h, "tanh", 4, init, combine, LSTMParams, LSTMState)
 
 
 # ---------------------------------------------------------------- GRU
@@ -394,15 +410,14 @@ def gru(
             inits[2](k_bn, (h,), dtype),
         )
 
-    def step_projected(params, carry, xp):
-        hh = carry.hidden @ params.w_hh
+    def combine(params, carry, xp, hh):
         r = jax.nn.sigmoid(xp[..., :h] + hh[..., :h])
         z = jax.nn.sigmoid(xp[..., h : 2 * h] + hh[..., h : 2 * h])
         n = jnp.tanh(xp[..., 2 * h :] + r * (hh[..., 2 * h :] + params.b_hn))
         hidden = (1 - z) * n + z * carry.hidden
         return RNNState(hidden), hidden
 
-    return _build("gru", h, "tanh", 3, init, step_projected, GRUParams, RNNState)
+    return _build("gru", h, "tanh", 3, init, combine, GRUParams, RNNState)
 
 
 CELLS = {"elman": elman, "pascanu": pascanu, "lstm": lstm, "gru": gru}

@@ -29,6 +29,7 @@ import numpy as np
 
 from rnn_jax._checks import check_floating, check_integer, describe, is_concrete
 from rnn_jax.cells import Cell, check_carry, check_params
+from rnn_jax.hand_scan import hand_scan
 
 # Whether to compute x @ w_ih + b for all steps before the loop, per (backend, cell kind).
 # Measured in benchmarks/ (see benchmarks/RESULTS.md): on CPU the projection inside the
@@ -39,6 +40,25 @@ PROJECT_INPUTS_DEFAULT = {
     "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
 }
+
+
+# Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (True) or
+# autodiff of the scan, per (backend, cell kind). Measured on CPU (benchmarks/RESULTS.md):
+# the paper's model's gradient 1.8x faster, 256-unit cells within noise. Accelerators keep
+# autodiff until a measurement there says otherwise.
+HAND_BACKWARD_DEFAULT = {
+    "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
+    "gpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
+    "tpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
+}
+BACKWARDS = ("hand", "autodiff")
+
+
+def default_backward(cell: Cell, backend: Optional[str] = None) -> str:
+    """The measured default for ``unroll``'s ``backward`` on ``backend``: ``"hand"`` or ``"autodiff"``."""
+    backend = backend or jax.default_backend()
+    table = HAND_BACKWARD_DEFAULT.get(backend, HAND_BACKWARD_DEFAULT["gpu"])
+    return "hand" if table.get(cell.kind, False) and cell.combine is not None else "autodiff"
 
 
 def default_project_inputs(cell: Cell, backend: Optional[str] = None) -> bool:
@@ -151,6 +171,7 @@ def unroll(
     remat: bool = False,
     return_carries: bool = False,
     project_inputs: Optional[bool] = None,
+    backward: Optional[str] = None,
 ):
     """Run ``cell`` over ``xs`` with ``lax.scan``.
 
@@ -170,7 +191,14 @@ def unroll(
       return_carries: also return the carry after every step.
       project_inputs: compute ``x @ w_ih + b`` for all steps before the loop
         (True) or inside each step (False); default per device and cell,
-        :func:`default_project_inputs`.
+        :func:`default_project_inputs`. The hand-written reverse pass always
+        projects ahead.
+      backward: the reverse pass when this is differentiated: ``"hand"``
+        (:func:`rnn_jax.hand_scan.hand_scan`: the recurrent weight's gradient as one
+        large product after the loop; no forward-mode autodiff) or ``"autodiff"``
+        (of the scan); default per device and cell, :func:`default_backward`.
+        ``remat`` and ``return_carries`` use autodiff; asking for ``"hand"`` with
+        them is an error.
 
     Returns:
       ``(final_carry, outputs)``, or ``(final_carry, outputs, carries)`` with
@@ -178,7 +206,27 @@ def unroll(
     """
     if not (isinstance(unroll, (int, np.integer)) and not isinstance(unroll, bool) and unroll >= 1):
         raise ValueError(f"unroll: expected a positive integer, got {unroll!r}")
+    if backward is not None and backward not in BACKWARDS:
+        raise ValueError(f"backward: expected one of {', '.join(map(repr, BACKWARDS))}, got {backward!r}")
+    if backward == "hand" and (remat or return_carries):
+        raise ValueError(
+            "backward='hand' stores what its reverse pass needs itself; it cannot be combined with "
+            f"remat=True or return_carries=True (got remat={remat}, return_carries={return_carries}); "
+            "use backward='autodiff'"
+        )
     prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
+    if backward is None:
+        backward = "autodiff" if (remat or return_carries) else default_backward(cell)
+    if backward == "hand":
+        xs_t = prep.xs
+        if prep.lengths is not None:
+            # padded inputs are zeroed before the projection (a NaN there must not reach the gradients)
+            steps = jnp.arange(xs_t.shape[0], dtype=jnp.int32).reshape((-1,) + (1,) * (xs_t.ndim - 1))
+            xs_t = jnp.where(steps < prep.lengths[..., None], xs_t, jnp.zeros_like(xs_t))
+        final, out = hand_scan(
+            cell, params, cell.project(params, xs_t), prep.carry, prep.lengths, reverse=reverse, unroll=int(unroll)
+        )
+        return final, prep.from_time_major(out)
     if project_inputs is None:
         project_inputs = default_project_inputs(cell)
 
