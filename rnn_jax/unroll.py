@@ -44,10 +44,11 @@ PROJECT_INPUTS_DEFAULT = {
 
 # Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (True) or
 # autodiff of the scan, per (backend, cell kind). Measured on CPU (benchmarks/RESULTS.md):
-# the paper's model's gradient 1.8x faster, 256-unit cells within noise. Accelerators keep
-# autodiff until a measurement there says otherwise.
+# Elman gradients 1.3-1.7x faster for 32-128 units (the paper's model 1.7x), level at 256;
+# LSTM and GRU 15-25 % slower (the hand pass recomputes their gates and stores more), so
+# they keep autodiff. Accelerators keep autodiff until a measurement there says otherwise.
 HAND_BACKWARD_DEFAULT = {
-    "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
+    "cpu": {"elman": True, "pascanu": True, "lstm": False, "gru": False},
     "gpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
     "tpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
 }
