@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -225,6 +226,12 @@ def main(argv=None) -> int:
     # overwriting them.
     records_results = not args.no_write and (args.write or not args.quick)
     suffix = "-quick" if args.quick else ("" if records_results else "-unrecorded")
+    # a run limited in scope, or under --env, writes its own section and so its own file:
+    # it must not replace the figures the complete run's section points to
+    limits = ([] if _scope(args) == "all" else [_scope(args)]) + (
+        ["env-" + "-".join(f"{k}={v}" for k, v in sorted(env_extra.items()))] if env_extra else [])
+    if limits and records_results:
+        suffix += "-" + re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", "-".join(limits))
     out_path = args.out or os.path.join(HERE, "results", f"{backend}{suffix}.json")
     rate = analysis.matmul_rate(records)
     analysis.add_floors(records, rate)
