@@ -33,6 +33,9 @@ import jax.numpy as jnp
 from rnn_jax.cells import Cell
 
 _NOT_IN_COMBINE = ("w_ih", "w_hh", "b")
+# Cell kinds whose ``combine`` reads ``xp`` and ``hh`` only through ``xp + hh`` (not GRU,
+# whose reset gate multiplies the recurrent part of the candidate alone).
+SUMMED_KINDS = frozenset({"elman", "pascanu", "lstm"})
 
 
 def _add(a, b):
@@ -81,12 +84,20 @@ def hand_scan(
         new = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new, carry)
         return new, jnp.where(valid, y, jnp.zeros_like(y))
 
+    # Cells whose combine reads xp and hh only through their sum store z = xp + hh (one
+    # (T, *batch, G*H) residual instead of two) and stack one cotangent, d_z = d_xp = d_hh.
+    summed = cell.kind in SUMMED_KINDS
+
     def forward(params, xp, carry0, lengths):
         small, w_hh = _small(params), params.w_hh
 
         def body(carry, inp):
             x, t = inp
             hh = cell.recurrent_input(carry) @ w_hh
+            if summed:
+                z = x + hh
+                new, y = step(small, carry, z, jnp.zeros((), z.dtype), t, lengths)
+                return new, (y, carry, z)
             new, y = step(small, carry, x, hh, t, lengths)
             return new, (y, carry, hh)
 
@@ -98,28 +109,46 @@ def hand_scan(
         return final, ys
 
     def run_fwd(params, xp, carry0, lengths):
-        final, (ys, carries, hhs) = forward(params, xp, carry0, lengths)
-        return (final, ys), (params, xp, carries, hhs, lengths)
+        final, (ys, carries, pre) = forward(params, xp, carry0, lengths)
+        # summed: pre is z and xp is not kept; else pre is hh, next to xp
+        return (final, ys), (params, None if summed else xp, carries, pre, lengths)
 
     def run_bwd(saved, cotangents):
-        params, xp, carries, hhs, lengths = saved
+        params, xp, carries, pre, lengths = saved
         d_final, d_ys = cotangents
         small, w_hh = _small(params), params.w_hh
         w_hh_t = w_hh.T
+
+        def back_through_product(d_prev, carry, d_hh):
+            _, input_vjp = jax.vjp(cell.recurrent_input, carry)
+            (d_prev_m,) = input_vjp(d_hh @ w_hh_t)
+            return _add(d_prev, d_prev_m)
+
+        def body_summed(acc, inp):
+            d_carry, d_small = acc
+            carry, z, d_y, t = inp
+            zero = jnp.zeros((), z.dtype)
+            _, step_vjp = jax.vjp(lambda s, c, zz: step(s, c, zz, zero, t, lengths), small, carry, z)
+            ds, d_prev, d_z = step_vjp((d_carry, d_y))
+            return (back_through_product(d_prev, carry, d_z), _add(d_small, ds)), d_z
 
         def body(acc, inp):
             d_carry, d_small = acc
             x, carry, hh, d_y, t = inp
             _, step_vjp = jax.vjp(lambda s, c, xx, h2: step(s, c, xx, h2, t, lengths), small, carry, x, hh)
             ds, d_prev, d_x, d_hh = step_vjp((d_carry, d_y))
-            _, input_vjp = jax.vjp(cell.recurrent_input, carry)
-            (d_prev_m,) = input_vjp(d_hh @ w_hh_t)
-            return (_add(d_prev, d_prev_m), _add(d_small, ds)), (d_x, d_hh)
+            return (back_through_product(d_prev, carry, d_hh), _add(d_small, ds)), (d_x, d_hh)
 
         zero_small = jax.tree_util.tree_map(jnp.zeros_like, small)
-        (d_carry0, d_small), (d_xp, d_hhs) = jax.lax.scan(
-            body, (d_final, zero_small), (xp, carries, hhs, d_ys, steps), reverse=not reverse, unroll=unroll
-        )
+        if summed:
+            (d_carry0, d_small), d_hhs = jax.lax.scan(
+                body_summed, (d_final, zero_small), (carries, pre, d_ys, steps), reverse=not reverse, unroll=unroll
+            )
+            d_xp = d_hhs
+        else:
+            (d_carry0, d_small), (d_xp, d_hhs) = jax.lax.scan(
+                body, (d_final, zero_small), (xp, carries, pre, d_ys, steps), reverse=not reverse, unroll=unroll
+            )
         # the recurrent weight's gradient: one product over all (time, batch) rows
         ms = cell.recurrent_input(carries)
         d_w_hh = ms.reshape(-1, ms.shape[-1]).T @ d_hhs.reshape(-1, d_hhs.shape[-1])
