@@ -9,11 +9,15 @@ gradient is then one large product, ``M^T @ dHH`` over all ``time * batch`` rows
 The input projection is computed for all steps before the loop and differentiated
 by autodiff outside this function (again large products).
 
+Cells whose ``combine`` reads ``xp`` and ``hh`` only through their sum (Elman,
+Pascanu, LSTM: :data:`SUMMED_KINDS`) keep ``z = xp + hh`` as the one per-step residual
+and stack one cotangent; GRU keeps both.
+
 On a CPU this pays for the Elman cells: the paper's workload (50 units, batch 20,
 T = 200) runs its gradient about 1.7x faster than autodiff of the same scan, 32-128
-units 1.3-1.4x, 256 units within noise. For LSTM and GRU it is 15-25 % slower (the
-per-step ``jax.vjp`` recomputes the gates, and ``xp``, ``hh`` and the carries are
-stored), so :data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT` keeps autodiff for them
+units 1.3-1.4x, 256 units 0-15 %. For LSTM and GRU it is 5-25 % slower (the per-step
+``jax.vjp`` recomputes the gates, and more is stored), so
+:data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT` keeps autodiff for them
 (``benchmarks/RESULTS.md``).
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) is not defined through a
 ``custom_vjp``: use ``unroll(..., backward="autodiff")`` for it.

@@ -44,8 +44,8 @@ PROJECT_INPUTS_DEFAULT = {
 
 # Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (True) or
 # autodiff of the scan, per (backend, cell kind). Measured on CPU (benchmarks/RESULTS.md):
-# Elman gradients 1.3-1.7x faster for 32-128 units (the paper's model 1.7x), level at 256;
-# LSTM and GRU 15-25 % slower (the hand pass recomputes their gates and stores more), so
+# Elman gradients 1.3-1.7x faster for 32-128 units (the paper's model 1.7x), 0-15 % at 256;
+# LSTM and GRU 5-25 % slower (the hand pass recomputes their gates and stores more), so
 # they keep autodiff. Accelerators keep autodiff until a measurement there says otherwise.
 HAND_BACKWARD_DEFAULT = {
     "cpu": {"elman": True, "pascanu": True, "lstm": False, "gru": False},
