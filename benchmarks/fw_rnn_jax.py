@@ -97,10 +97,11 @@ def build(cfg: SeqConfig, w: dict, d: dict, variant: str) -> Bench:
     import jax
 
     import rnn_jax
+    from rnn_jax.unroll import resolve_backward
 
     cell = _cell(cfg)
     kwargs = unroll_kwargs(variant)
-    backward = kwargs.get("backward", "autodiff" if kwargs.get("remat") else rnn_jax.default_backward(cell, jax.default_backend()))
+    backward = resolve_backward(cell, kwargs.get("backward"), remat=kwargs.get("remat", False))
     resolved = {
         "backward": backward,
         "project_inputs": True if backward == "hand" else kwargs.get("project_inputs", rnn_jax.default_project_inputs(cell, jax.default_backend())),

@@ -52,6 +52,7 @@ import numpy as np
 from rnn_jax import activations
 from rnn_jax import losses as _losses
 from rnn_jax._checks import check_choice, check_floating, describe
+from rnn_jax._padding import hold_padded, valid_at
 from rnn_jax.cells import Cell
 from rnn_jax.model import ON, ModelParams, loss_from_outputs
 from rnn_jax.unroll import _prepare, unroll
@@ -148,16 +149,14 @@ def perturbed_loss(
 
     def body(carry, inp):
         x, eps, t = inp
-        if prep.lengths is not None:  # as in rnn_jax.unroll: padding never reaches the gradients
-            x = jnp.where((t < prep.lengths)[..., None], x, jnp.zeros_like(x))
+        valid = None if prep.lengths is None else valid_at(t, prep.lengths)
+        if valid is not None:  # as in rnn_jax.unroll: padding never reaches the gradients
+            x = jnp.where(valid, x, jnp.zeros_like(x))
         new_carry, _ = cell.step_projected(cell_params, carry, cell.project(cell_params, x))
         new_carry = jax.tree_util.tree_map(jnp.add, new_carry, eps)
-        if prep.lengths is not None:
-            valid = (t < prep.lengths)[..., None]
-            new_carry = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_carry, carry)
-            y = jnp.where(valid, output_of(new_carry), 0)
-        else:
-            y = output_of(new_carry)
+        if valid is None:
+            return new_carry, (output_of(new_carry), new_carry)
+        new_carry, y = hold_padded(valid, new_carry, carry, output_of(new_carry))
         return new_carry, (y, new_carry)
 
     eps = jax.tree_util.tree_map(prep.to_time_major, perturbations)

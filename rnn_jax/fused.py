@@ -69,6 +69,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from rnn_jax import _padding
 from rnn_jax import losses as _losses
 from rnn_jax._checks import check_choice, check_floating, check_integer, describe
 from rnn_jax.activations import get as get_activation
@@ -281,7 +282,7 @@ def loss_and_grads(
     # spares the selections of the padded-step rule. Unbounded activations could overflow
     # there (inf · 0 = nan), so they keep the carry at padded steps as the unroll does.
     masked = lengths is not None and cell.activation not in BOUNDED
-    valid_at = (lambda t: (t < lengths)[..., None]) if masked else (lambda t: None)
+    valid_step = (lambda t: _padding.valid_at(t, lengths)) if masked else (lambda t: None)
     steps = jnp.arange(time, dtype=jnp.int32)
     slot = lambda buf, j: jax.lax.dynamic_index_in_dim(buf, j, axis=2, keepdims=False)
 
@@ -298,7 +299,7 @@ def loss_and_grads(
             new = act.fn(projected_at(t) + _bmm(s, p.w_hh))
         else:
             new = _bmm(act.fn(s), p.w_hh) + projected_at(t)
-        valid = valid_at(t)
+        valid = valid_step(t)
         if valid is not None:
             new = jnp.where(valid, new, s)
         y_new = new if elman else act.fn(new)
@@ -353,8 +354,8 @@ def loss_and_grads(
     # the start of step t rather than at the end of step t + 1 so that XLA fuses it with d_t.
     def backward(c, t):
         y_now, y_prev = slot(history, t + 1), slot(history, t)
-        valid = valid_at(t)
-        delta = c.v if valid is None else jnp.where(valid_at(t + 1), c.v, c.delta)
+        valid = valid_step(t)
+        delta = c.v if valid is None else jnp.where(valid_step(t + 1), c.v, c.delta)
         if inject is not None:
             delta = delta + inject(t)
         value, readout = c.value, c.readout

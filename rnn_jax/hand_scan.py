@@ -34,6 +34,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from rnn_jax._padding import hold_padded, valid_at
 from rnn_jax.cells import Cell
 
 _NOT_IN_COMBINE = ("w_ih", "w_hh", "b")
@@ -82,11 +83,7 @@ def hand_scan(
 
     def step(small, carry, x, hh, t, lengths):
         new, y = cell.combine(small, carry, x, hh)
-        if lengths is None:
-            return new, y
-        valid = (t < lengths)[..., None]
-        new = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new, carry)
-        return new, jnp.where(valid, y, jnp.zeros_like(y))
+        return (new, y) if lengths is None else hold_padded(valid_at(t, lengths), new, carry, y)
 
     # Cells whose combine reads xp and hh only through their sum store z = xp + hh (one
     # (T, *batch, G*H) residual instead of two) and stack one cotangent, d_z = d_xp = d_hh.

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax._checks import check_floating, check_integer, describe, is_concrete
+from rnn_jax._padding import hold_padded, valid_at
 from rnn_jax.cells import Cell, check_carry, check_params
 from rnn_jax.hand_scan import hand_scan
 
@@ -60,6 +61,23 @@ def default_backward(cell: Cell, backend: Optional[str] = None) -> str:
     backend = backend or jax.default_backend()
     table = HAND_BACKWARD_DEFAULT.get(backend, HAND_BACKWARD_DEFAULT["gpu"])
     return "hand" if table.get(cell.kind, False) and cell.combine is not None else "autodiff"
+
+
+def resolve_backward(cell: Cell, backward: Optional[str] = None, *, remat: bool = False,
+                     return_carries: bool = False, backend: Optional[str] = None) -> str:
+    """The reverse pass :func:`unroll` runs for these arguments (checked): ``backward`` if
+    given, else autodiff with ``remat``/``return_carries``, else :func:`default_backward`."""
+    if backward is not None and backward not in BACKWARDS:
+        raise ValueError(f"backward: expected one of {', '.join(map(repr, BACKWARDS))}, got {backward!r}")
+    if backward == "hand" and (remat or return_carries):
+        raise ValueError(
+            "backward='hand' stores what its reverse pass needs itself; it cannot be combined with "
+            f"remat=True or return_carries=True (got remat={remat}, return_carries={return_carries}); "
+            "use backward='autodiff'"
+        )
+    if backward is not None:
+        return backward
+    return "autodiff" if (remat or return_carries) else default_backward(cell, backend)
 
 
 def default_project_inputs(cell: Cell, backend: Optional[str] = None) -> bool:
@@ -139,13 +157,11 @@ def _masked(step, lengths):
 
     def masked_step(carry, inp):
         x, t = inp
-        valid = (t < lengths)[..., None]
+        valid = valid_at(t, lengths)
         # Padded inputs are zeroed before the step: the carry is masked anyway, but a NaN or
         # Inf there would otherwise turn the step's zero cotangent into NaN gradients.
-        x = jnp.where(valid, x, jnp.zeros_like(x))
-        new_carry, y = step(carry, x)
-        new_carry = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_carry, carry)
-        return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
+        new_carry, y = step(carry, jnp.where(valid, x, jnp.zeros_like(x)))
+        return hold_padded(valid, new_carry, carry, y)
 
     return masked_step
 
@@ -207,17 +223,8 @@ def unroll(
     """
     if not (isinstance(unroll, (int, np.integer)) and not isinstance(unroll, bool) and unroll >= 1):
         raise ValueError(f"unroll: expected a positive integer, got {unroll!r}")
-    if backward is not None and backward not in BACKWARDS:
-        raise ValueError(f"backward: expected one of {', '.join(map(repr, BACKWARDS))}, got {backward!r}")
-    if backward == "hand" and (remat or return_carries):
-        raise ValueError(
-            "backward='hand' stores what its reverse pass needs itself; it cannot be combined with "
-            f"remat=True or return_carries=True (got remat={remat}, return_carries={return_carries}); "
-            "use backward='autodiff'"
-        )
+    backward = resolve_backward(cell, backward, remat=remat, return_carries=return_carries)
     prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
-    if backward is None:
-        backward = "autodiff" if (remat or return_carries) else default_backward(cell)
     if backward == "hand":
         xs_t = prep.xs
         if prep.lengths is not None:
