@@ -9,9 +9,15 @@ gradient is then one large product, ``M^T @ dHH`` over all ``time * batch`` rows
 The input projection is computed for all steps before the loop and differentiated
 by autodiff outside this function (again large products).
 
-Cells whose ``combine`` reads ``xp`` and ``hh`` only through their sum (Elman,
-Pascanu, LSTM: :data:`SUMMED_KINDS`) keep ``z = xp + hh`` as the one per-step residual
-and stack one cotangent; GRU keeps both.
+The Elman cell (:data:`OUTPUT_RESIDUAL_KINDS`) keeps nothing but its outputs, which are
+the scan's result anyway: ``h_t = f(z_t)`` is its carry, ``f'(z_t)`` is a function of
+``h_t`` (``1 - h_t²`` for tanh), and the matrix ``w_hh`` multiplied at step ``t`` is the
+previous step's output. Cells whose ``combine`` reads ``xp`` and ``hh`` only through their
+sum (Pascanu, LSTM: :data:`SUMMED_KINDS`) keep ``z = xp + hh`` and the carries and stack
+one cotangent; GRU keeps ``xp`` and ``hh`` apart. What is kept matters beyond its size on
+a CPU: XLA:CPU allocates a call's temporaries as one block, and glibc returns a block over
+32 MiB to the kernel on every call, so each call page-faults it back in
+(``benchmarks/RESULTS.md``).
 
 On a CPU this pays for the Elman cells: the paper's workload (50 units, batch 20,
 T = 200) runs its gradient about 1.7x faster than autodiff of the same scan, 32-128
@@ -34,13 +40,17 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from rnn_jax import activations
 from rnn_jax._padding import hold_padded, valid_at
 from rnn_jax.cells import Cell
 
 _NOT_IN_COMBINE = ("w_ih", "w_hh", "b")
 # Cell kinds whose ``combine`` reads ``xp`` and ``hh`` only through ``xp + hh`` (not GRU,
-# whose reset gate multiplies the recurrent part of the candidate alone).
-SUMMED_KINDS = frozenset({"elman", "pascanu", "lstm"})
+# whose reset gate multiplies the recurrent part of the candidate alone; Elman has its own path).
+SUMMED_KINDS = frozenset({"pascanu", "lstm"})
+# Cell kinds whose reverse pass needs only the outputs: the carry is the output ``f(xp + hh)``
+# and ``recurrent_input`` is the carry itself.
+OUTPUT_RESIDUAL_KINDS = frozenset({"elman"})
 
 
 def _add(a, b):
@@ -79,6 +89,8 @@ def hand_scan(
     """
     if cell.combine is None or cell.recurrent_input is None:
         raise ValueError(f"{cell.kind} cell: the hand-written reverse pass needs Cell.combine and Cell.recurrent_input")
+    if cell.kind in OUTPUT_RESIDUAL_KINDS:
+        return _outputs_only_scan(cell, params, xp, carry0, lengths, reverse, unroll)
     steps = jnp.arange(xp.shape[0], dtype=jnp.int32)
 
     def step(small, carry, x, hh, t, lengths):
@@ -159,6 +171,81 @@ def hand_scan(
             **{name: getattr(d_small, name) for name in params._fields if name not in _NOT_IN_COMBINE},
         )
         return d_params, d_xp, d_carry0, None
+
+    run.defvjp(run_fwd, run_bwd)
+    return run(params, xp, carry0, lengths)
+
+
+def _outputs_only_scan(cell: Cell, params: Any, xp: jax.Array, carry0: Any, lengths, reverse: bool, unroll: int):
+    """:func:`hand_scan` for the Elman cell, keeping only the outputs ``h_t``.
+
+    Reverse step ``t``: ``δz_t = (δh_t + dy_t) ⊙ f'(z_t)`` with ``f'(z_t)`` from ``h_t``,
+    ``δh_prev = δz_t @ w_hhᵀ``; at padded steps ``δz_t = 0`` and ``δh`` passes through (the
+    carry was held, the output a constant 0). ``dW_hh = Σ_t h_prev(t)ᵀ δz_t``, one product,
+    where ``h_prev(t)`` is the output of the step before ``t`` in scan order, or the initial
+    carry for the first valid step (in a reversed scan the padded steps come first and hold
+    the initial carry). Padded outputs are 0 and padded ``δz`` too, so the pairs across
+    the padding boundary add nothing.
+    """
+    derivative = activations.get(cell.activation).derivative_from_output
+    steps = jnp.arange(xp.shape[0], dtype=jnp.int32)
+
+    def forward(params, xp, carry0, lengths):
+        w_hh = params.w_hh
+
+        def body(carry, inp):
+            x, t = inp
+            new, y = cell.combine(params, carry, x, cell.recurrent_input(carry) @ w_hh)
+            if lengths is not None:
+                new, y = hold_padded(valid_at(t, lengths), new, carry, y)
+            return new, y
+
+        return jax.lax.scan(body, carry0, (xp, steps), reverse=reverse, unroll=unroll)
+
+    @jax.custom_vjp
+    def run(params, xp, carry0, lengths):
+        return forward(params, xp, carry0, lengths)
+
+    def run_fwd(params, xp, carry0, lengths):
+        final, ys = forward(params, xp, carry0, lengths)
+        return (final, ys), (params, ys, carry0, lengths)
+
+    def run_bwd(saved, cotangents):
+        params, ys, carry0, lengths = saved
+        d_final, d_ys = cotangents
+        w_hh_t = params.w_hh.T
+
+        def body(d_h, inp):
+            y, d_y, t = inp
+            d_z = (d_h + d_y) * derivative(y)
+            if lengths is None:
+                return d_z @ w_hh_t, d_z
+            valid = valid_at(t, lengths)
+            d_z = jnp.where(valid, d_z, jnp.zeros_like(d_z))
+            return jnp.where(valid, d_z @ w_hh_t, d_h), d_z
+
+        d_h0, d_zs = jax.lax.scan(body, d_final.hidden, (ys, d_ys, steps), reverse=not reverse, unroll=unroll)
+        # dW_hh = Σ_t h_prev(t)ᵀ δz_t = Σ_s h_sᵀ δz_next(s) + m0ᵀ δz_first: the outputs as they
+        # are against δz shifted by one step (made after the loop from its result, where a
+        # shifted copy of the outputs would be made, and kept alive, as soon as they exist),
+        # plus the initial carry's matrix against the first valid step's δz.
+        zero = jnp.zeros_like(d_zs[:1])
+        if reverse:
+            shifted = jnp.concatenate([zero, d_zs[:-1]], axis=0)
+            if lengths is None:
+                d_first = d_zs[-1]
+            else:
+                last = jnp.maximum(lengths - 1, 0).reshape((1,) + lengths.shape + (1,))
+                d_first = jnp.take_along_axis(d_zs, last, axis=0)[0]
+        else:
+            shifted, d_first = jnp.concatenate([d_zs[1:], zero], axis=0), d_zs[0]
+        m0 = cell.recurrent_input(carry0)
+        d_w_hh = ys.reshape(-1, ys.shape[-1]).T @ shifted.reshape(-1, shifted.shape[-1])
+        d_w_hh = d_w_hh + m0.reshape(-1, m0.shape[-1]).T @ d_first.reshape(-1, d_first.shape[-1])
+        d_params = params._replace(
+            w_ih=jnp.zeros_like(params.w_ih), b=jnp.zeros_like(params.b), w_hh=d_w_hh.astype(params.w_hh.dtype)
+        )
+        return d_params, d_zs, cell.carry_type(d_h0), None
 
     run.defvjp(run_fwd, run_bwd)
     return run(params, xp, carry0, lengths)

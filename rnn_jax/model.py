@@ -53,7 +53,7 @@ def predict(cell: Cell, params: ModelParams, xs: jax.Array, *, on: str = "last",
         ys = jnp.swapaxes(ys, 0, 1)
     if on == "last":
         ys = _losses.last_outputs(ys, lengths)
-    return readout(params.readout, ys)
+    return _readout_every_step(params.readout, ys)
 
 
 def loss(
@@ -102,7 +102,7 @@ def loss_from_outputs(
     check_choice("on", on, ON)
     if on == "last":
         outputs = _losses.last_outputs(outputs, lengths)
-    predictions = readout(readout_params, outputs)
+    predictions = _readout_every_step(readout_params, outputs)
     mask = None
     if lengths is not None:
         if on == "last":
@@ -110,3 +110,17 @@ def loss_from_outputs(
         else:
             mask = _losses.sequence_mask(lengths, predictions.shape[-2], predictions.dtype)
     return fn(predictions, targets, mask)
+
+
+def _readout_every_step(readout_params: ReadoutParams, outputs: jax.Array) -> jax.Array:
+    """:func:`readout` of ``(batch, time, H)`` outputs (or any other shape), with the
+    product taken in time-major order when that moves less memory.
+
+    The scan makes its outputs time-major and :func:`unroll` swaps them to batch-major; a
+    readout to ``O < H`` features taken after swapping back (XLA cancels the two swaps)
+    transposes the ``O``-feature predictions, and in the reverse pass their cotangent,
+    instead of the ``H``-feature outputs and theirs.
+    """
+    if outputs.ndim != 3 or readout_params.w.shape[-1] >= outputs.shape[-1]:
+        return readout(readout_params, outputs)
+    return jnp.swapaxes(readout(readout_params, jnp.swapaxes(outputs, 0, 1)), 0, 1)
