@@ -1,8 +1,8 @@
 """rnn_jax: ``rnn_jax.model`` (cell + readout + loss) over ``rnn_jax.unroll``.
 
 Variants name ``unroll``'s options: ``default`` (its defaults), ``backward=hand|autodiff``
-(the reverse pass), ``proj=0|1`` and ``unroll=N`` (``project_inputs`` -- read by the autodiff
-pass only -- and ``lax.scan``'s unroll factor), ``remat`` (``remat=True``).
+(the reverse pass), ``proj=0|1`` and ``unroll=N`` (``project_inputs`` and ``lax.scan``'s
+unroll factor), ``remat`` (``remat=True``).
 """
 
 from __future__ import annotations
@@ -15,20 +15,29 @@ SWEEP = [(p, u) for p in (False, True) for u in (1, 2, 4)]
 
 def variants(cfg: SeqConfig) -> list:
     """``default`` first, then each reverse pass with every (project_inputs, unroll) that
-    differs from the default (the hand pass always projects ahead)."""
+    differs from the default (the hand pass projects Pascanu's and GRU's inputs ahead
+    always, so only ``proj=1`` for them)."""
     import jax
 
     import rnn_jax
 
     cell, backend = _cell(cfg), jax.default_backend()
     backward = rnn_jax.default_backward(cell, backend)
-    default = (backward, rnn_jax.default_project_inputs(cell, backend) if backward == "autodiff" else True, 1)
-    sweep = [("hand", True, u) for u in (1, 2, 4)] + [("autodiff", p, u) for p, u in SWEEP]
-    return ["default"] + [
-        f"backward={b},unroll={u}" if b == "hand" else f"backward={b},proj={int(p)},unroll={u}"
-        for b, p, u in sweep
-        if (b, p, u) != default
-    ]
+    default = (backward, _resolved_project_inputs(cell, backward, None), 1)
+    hand_sweep = SWEEP if cell.reverse_rule is not None else [(True, u) for u in (1, 2, 4)]
+    sweep = [("hand", p, u) for p, u in hand_sweep] + [("autodiff", p, u) for p, u in SWEEP]
+    return ["default"] + [f"backward={b},proj={int(p)},unroll={u}" for b, p, u in sweep if (b, p, u) != default]
+
+
+def _resolved_project_inputs(cell, backward: str, asked) -> bool:
+    """What ``unroll`` does with ``project_inputs=asked`` under ``backward``."""
+    import jax
+
+    import rnn_jax
+
+    if backward == "hand" and cell.reverse_rule is None:
+        return True
+    return asked if asked is not None else rnn_jax.default_project_inputs(cell, jax.default_backend(), backward)
 
 
 def unroll_kwargs(variant: str) -> dict:
@@ -104,7 +113,7 @@ def build(cfg: SeqConfig, w: dict, d: dict, variant: str) -> Bench:
     backward = resolve_backward(cell, kwargs.get("backward"), remat=kwargs.get("remat", False))
     resolved = {
         "backward": backward,
-        "project_inputs": True if backward == "hand" else kwargs.get("project_inputs", rnn_jax.default_project_inputs(cell, jax.default_backend())),
+        "project_inputs": _resolved_project_inputs(cell, backward, kwargs.get("project_inputs")),
         "unroll": kwargs.get("unroll", 1),
         "remat": kwargs.get("remat", False),
     }

@@ -113,6 +113,8 @@ class Cell(NamedTuple):
         input projection ``xp`` and the recurrent product ``hh = m @ w_hh``; it reads
         no parameter but ``b_hn``. ``step_projected`` is ``combine`` after the product,
         and the hand-written reverse pass (:mod:`rnn_jax.hand_scan`) differentiates it.
+      reverse_rule: a :class:`ReverseRule` (Elman, LSTM) or None: ``combine`` with its
+        derivative written out, for a reverse pass that keeps only what it needs.
     """
 
     kind: str
@@ -128,6 +130,26 @@ class Cell(NamedTuple):
     carry_type: type
     recurrent_input: Optional[Callable[..., Any]] = None
     combine: Optional[Callable[..., Any]] = None
+    reverse_rule: Optional["ReverseRule"] = None
+
+
+class ReverseRule(NamedTuple):
+    """A cell's ``combine`` with its reverse step written out by hand, for cells whose output
+    is ``carry.hidden`` and whose ``recurrent_input`` is ``carry.hidden`` (Elman, LSTM) and
+    whose ``combine`` reads ``xp`` and ``hh`` only through ``z = xp + hh``.
+
+    Attributes:
+      forward: ``forward(params, carry, xp, hh) -> (carry, y, saved)``: ``combine``, plus
+        the per-step values the reverse step needs besides ``y`` (``()`` for Elman: ``f'``
+        is a function of ``y``; for the LSTM its four gates and the previous cell state).
+        ``combine`` is this without ``saved``.
+      backward: ``backward(saved, y, d_carry, d_y, times_w_hh_t) -> (d_prev_carry, d_z)``:
+        the cotangent of ``z`` and of the previous carry, given those of the new carry and
+        of ``y``; ``times_w_hh_t(d_z)`` is ``d_z @ w_hhᵀ``, the path through ``hh``.
+    """
+
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
 
 
 InitSpec = Union[str, initializers.Initializer]
@@ -214,7 +236,18 @@ def _hidden(carry):
     return carry.hidden
 
 
-def _build(kind, hidden_size, activation, gates, init, combine, params_type, carry_type, recurrent_input=_hidden) -> Cell:
+def _without_saved(forward):
+    """``combine`` from a :class:`ReverseRule`'s ``forward`` (XLA drops the unused residuals)."""
+
+    def combine(params, carry, xp, hh):
+        new, y, _ = forward(params, carry, xp, hh)
+        return new, y
+
+    return combine
+
+
+def _build(kind, hidden_size, activation, gates, init, combine, params_type, carry_type, recurrent_input=_hidden,
+           reverse_rule=None) -> Cell:
     """Assemble a :class:`Cell`; ``step`` validates its arguments then projects and steps."""
     cell = None
 
@@ -226,7 +259,7 @@ def _build(kind, hidden_size, activation, gates, init, combine, params_type, car
         return step_projected(params, carry, _project_single(params, x))
 
     cell = Cell(kind, hidden_size, activation, gates, init, _make_initial_carry(carry_type, hidden_size), step,
-                _project_single, step_projected, params_type, carry_type, recurrent_input, combine)
+                _project_single, step_projected, params_type, carry_type, recurrent_input, combine, reverse_rule)
     return cell
 
 
@@ -296,12 +329,17 @@ def elman(
     """
     hidden_size, act, inits = _elman_family("elman", hidden_size, activation, scheme, input_init, recurrent_init, bias_init)
 
-    def combine(params, carry, xp, hh):
+    def forward(params, carry, xp, hh):
         h = act.fn(xp + hh)
-        return RNNState(h), h
+        return RNNState(h), h, ()
+
+    def backward(saved, y, d_carry, d_y, times_w_hh_t):
+        d_z = (d_carry.hidden + d_y) * act.derivative_from_output(y)
+        return RNNState(times_w_hh_t(d_z)), d_z
 
     init = _elman_init("elman", hidden_size, inits)
-    return _build("elman", hidden_size, act.name, 1, init, combine, ElmanParams, RNNState)
+    return _build("elman", hidden_size, act.name, 1, init, _without_saved(forward), ElmanParams, RNNState,
+                  reverse_rule=ReverseRule(forward, backward))
 
 
 def pascanu(
@@ -365,7 +403,7 @@ def lstm(
         b = b.at[h : 2 * h].add(jnp.asarray(forget_bias, dtype))
         return LSTMParams(inits[0](k_ih, (input_size, 4 * h), dtype), inits[1](k_hh, (h, 4 * h), dtype), b)
 
-    def combine(params, carry, xp, hh):
+    def forward(params, carry, xp, hh):
         z = xp + hh
         i = jax.nn.sigmoid(z[..., :h])
         f = jax.nn.sigmoid(z[..., h : 2 * h])
@@ -373,9 +411,22 @@ def lstm(
         o = jax.nn.sigmoid(z[..., 3 * h :])
         c = f * carry.cell + i * g
         hidden = o * jnp.tanh(c)
-        return LSTMState(hidden, c), hidden
+        return LSTMState(hidden, c), hidden, (jnp.concatenate([i, f, g, o], axis=-1), carry.cell)
 
-    return _build("lstm", h, "tanh", 4, init, combine, LSTMParams, LSTMState)
+    def backward(saved, y, d_carry, d_y, times_w_hh_t):
+        gates, c_prev = saved
+        i, f, g, o = (gates[..., k * h : (k + 1) * h] for k in range(4))
+        tanh_c = jnp.tanh(f * c_prev + i * g)  # recomputed: one tanh instead of a stored (T, B, H)
+        d_h = d_carry.hidden + d_y
+        d_c = d_carry.cell + d_h * o * (1 - tanh_c * tanh_c)
+        d_z = jnp.concatenate(
+            [d_c * g * i * (1 - i), d_c * c_prev * f * (1 - f), d_c * i * (1 - g * g), d_h * tanh_c * o * (1 - o)],
+            axis=-1,
+        )
+        return LSTMState(times_w_hh_t(d_z), d_c * f), d_z
+
+    return _build("lstm", h, "tanh", 4, init, _without_saved(forward), LSTMParams, LSTMState,
+                  reverse_rule=ReverseRule(forward, backward))
 
 
 # ---------------------------------------------------------------- GRU

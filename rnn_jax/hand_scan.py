@@ -6,25 +6,25 @@ reverse loop: every step adds ``m_{t}^T @ dhh_t`` (a small matrix product plus a
 be sequential -- the cell's elementwise backward (``jax.vjp`` of
 :attr:`Cell.combine`) and ``dhh_t @ w_hh^T`` -- and stacks ``dhh_t``; the weight's
 gradient is then one large product, ``M^T @ dHH`` over all ``time * batch`` rows.
-The input projection is computed for all steps before the loop and differentiated
-by autodiff outside this function (again large products).
+An input projection made for all steps before the loop is differentiated by autodiff
+outside the ``custom_vjp`` (again large products).
 
-The Elman cell (:data:`OUTPUT_RESIDUAL_KINDS`) keeps nothing but its outputs, which are
-the scan's result anyway: ``h_t = f(z_t)`` is its carry, ``f'(z_t)`` is a function of
-``h_t`` (``1 - h_t²`` for tanh), and the matrix ``w_hh`` multiplied at step ``t`` is the
-previous step's output. Cells whose ``combine`` reads ``xp`` and ``hh`` only through their
-sum (Pascanu, LSTM: :data:`SUMMED_KINDS`) keep ``z = xp + hh`` and the carries and stack
-one cotangent; GRU keeps ``xp`` and ``hh`` apart. What is kept matters beyond its size on
-a CPU: XLA:CPU allocates a call's temporaries as one block, and glibc returns a block over
-32 MiB to the kernel on every call, so each call page-faults it back in
-(``benchmarks/RESULTS.md``).
+Cells with a :class:`~rnn_jax.cells.ReverseRule` (Elman, LSTM) keep only their outputs,
+which the scan returns anyway, and what the rule saves: nothing for Elman (``f'(z_t)`` is
+a function of ``h_t``, ``1 - h_t²`` for tanh; the matrix ``w_hh`` multiplied at step
+``t`` is the previous output), the four gates and the previous cell state for the LSTM.
+They may project their inputs inside the step (never storing the ``(T, B, G*H)``
+projection) and still get ``w_ih``'s gradient as one product after the loop. The others
+(Pascanu, GRU) differentiate :attr:`Cell.combine` with ``jax.vjp`` at every reverse step:
+Pascanu keeps ``z = xp + hh`` and the carries (:data:`SUMMED_KINDS`), GRU ``xp`` and
+``hh`` apart. What is kept matters beyond its size on a CPU: XLA:CPU allocates a call's
+temporaries as one block, and glibc returns a block over 32 MiB to the kernel on every
+call, so each call page-faults it back in (``benchmarks/RESULTS.md``).
 
-On a CPU this pays for the Elman cells: the paper's workload (50 units, batch 20,
-T = 200) runs its gradient about 1.7x faster than autodiff of the same scan, 32-128
-units 1.3-1.4x, 256 units 0-15 %. For LSTM and GRU it is 5-25 % slower (the per-step
-``jax.vjp`` recomputes the gates, and more is stored), so
-:data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT` keeps autodiff for them
-(``benchmarks/RESULTS.md``).
+On a CPU (gradients of the paper's loss, B = 20, T = 200) the Elman pass runs 1.6-2.2x
+faster than autodiff of the same scan for 50-128 units, the LSTM's 1.3-1.4x for 32-128
+units; GRU's is 5-25 % slower, so :data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT` keeps
+autodiff for it (``benchmarks/RESULTS.md``).
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) is not defined through a
 ``custom_vjp``: use ``unroll(..., backward="autodiff")`` for it.
 
@@ -40,17 +40,13 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import activations
 from rnn_jax._padding import hold_padded, valid_at
 from rnn_jax.cells import Cell
 
 _NOT_IN_COMBINE = ("w_ih", "w_hh", "b")
-# Cell kinds whose ``combine`` reads ``xp`` and ``hh`` only through ``xp + hh`` (not GRU,
-# whose reset gate multiplies the recurrent part of the candidate alone; Elman has its own path).
-SUMMED_KINDS = frozenset({"pascanu", "lstm"})
-# Cell kinds whose reverse pass needs only the outputs: the carry is the output ``f(xp + hh)``
-# and ``recurrent_input`` is the carry itself.
-OUTPUT_RESIDUAL_KINDS = frozenset({"elman"})
+# Cell kinds without a ReverseRule whose ``combine`` reads ``xp`` and ``hh`` only through
+# ``xp + hh`` (not GRU, whose reset gate multiplies the recurrent part of the candidate alone).
+SUMMED_KINDS = frozenset({"pascanu"})
 
 
 def _add(a, b):
@@ -65,32 +61,39 @@ def _small(params):
 def hand_scan(
     cell: Cell,
     params: Any,
-    xp: jax.Array,
+    xs: jax.Array,
     carry0: Any,
     lengths: Optional[jax.Array],
     *,
     reverse: bool = False,
     unroll: int = 1,
+    project_inputs: bool = True,
 ):
-    """``(final_carry, ys)`` of ``cell`` over time-major projected inputs.
+    """``(final_carry, ys)`` of ``cell`` over time-major inputs.
 
     Args:
       cell: a cell with ``recurrent_input`` and ``combine`` (every built-in cell).
-      params: its parameters (``w_ih`` and ``b`` are not read: ``xp`` holds them).
-      xp: ``(time, *batch, G*H)``, ``x_t @ w_ih + b`` for every step, computed from
-        inputs already zeroed at padded steps.
+      params: its parameters.
+      xs: ``(time, *batch, features)``, zeroed at padded steps.
       carry0: the initial carry, leaves ``(*batch, H)``.
       lengths: ``(*batch,)`` int32 valid lengths or None; at ``t >= length`` the carry
         is kept and the output is zero, as in :func:`rnn_jax.unroll.unroll`.
       reverse, unroll: as in ``lax.scan``.
+      project_inputs: compute ``x_t @ w_ih + b`` for all steps before the loop (True) or
+        inside each step (False; cells with a :class:`~rnn_jax.cells.ReverseRule` only,
+        the others always project ahead). Inside, the ``(time, *batch, G*H)`` projection
+        is never stored, and ``w_ih``'s gradient is still one product after the loop.
 
     Validation is the caller's (:func:`rnn_jax.unroll.unroll` checks everything at
     trace time before it comes here).
     """
     if cell.combine is None or cell.recurrent_input is None:
         raise ValueError(f"{cell.kind} cell: the hand-written reverse pass needs Cell.combine and Cell.recurrent_input")
-    if cell.kind in OUTPUT_RESIDUAL_KINDS:
-        return _outputs_only_scan(cell, params, xp, carry0, lengths, reverse, unroll)
+    if cell.reverse_rule is not None:
+        if project_inputs:
+            return _rule_scan(cell, params, cell.project(params, xs), carry0, lengths, reverse, unroll, False)
+        return _rule_scan(cell, params, xs, carry0, lengths, reverse, unroll, True)
+    xp = cell.project(params, xs)
     steps = jnp.arange(xp.shape[0], dtype=jnp.int32)
 
     def step(small, carry, x, hh, t, lengths):
@@ -176,59 +179,94 @@ def hand_scan(
     return run(params, xp, carry0, lengths)
 
 
-def _outputs_only_scan(cell: Cell, params: Any, xp: jax.Array, carry0: Any, lengths, reverse: bool, unroll: int):
-    """:func:`hand_scan` for the Elman cell, keeping only the outputs ``h_t``.
+def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths, reverse: bool, unroll: int,
+               project_inside: bool):
+    """:func:`hand_scan` for a cell with a :class:`~rnn_jax.cells.ReverseRule` (Elman, LSTM):
+    keeps the outputs ``h_t`` and the rule's ``saved`` values (nothing for Elman; the gates
+    and the previous cell state for the LSTM).
 
-    Reverse step ``t``: ``δz_t = (δh_t + dy_t) ⊙ f'(z_t)`` with ``f'(z_t)`` from ``h_t``,
-    ``δh_prev = δz_t @ w_hhᵀ``; at padded steps ``δz_t = 0`` and ``δh`` passes through (the
-    carry was held, the output a constant 0). ``dW_hh = Σ_t h_prev(t)ᵀ δz_t``, one product,
-    where ``h_prev(t)`` is the output of the step before ``t`` in scan order, or the initial
-    carry for the first valid step (in a reversed scan the padded steps come first and hold
-    the initial carry). Padded outputs are 0 and padded ``δz`` too, so the pairs across
-    the padding boundary add nothing.
+    Reverse step ``t``: the rule's ``backward`` gives ``δz_t`` and the previous carry's
+    cotangent; at padded steps ``δz_t = 0`` and the carry's cotangent passes through (the
+    carry was held, the output a constant 0). The weights' gradients are products over all
+    ``(time, batch)`` rows after the loop (:func:`_recurrent_weight_grad`).
+
+    ``inputs`` are the projected ``xp`` or, with ``project_inside``, the raw inputs, which
+    each step projects; ``w_ih`` and ``b`` then get their gradients here, from ``δz``.
     """
-    derivative = activations.get(cell.activation).derivative_from_output
-    steps = jnp.arange(xp.shape[0], dtype=jnp.int32)
+    rule = cell.reverse_rule
+    steps = jnp.arange(inputs.shape[0], dtype=jnp.int32)
 
-    def forward(params, xp, carry0, lengths):
+    def forward(params, inputs, carry0, lengths):
         w_hh = params.w_hh
 
         def body(carry, inp):
             x, t = inp
-            new, y = cell.combine(params, carry, x, cell.recurrent_input(carry) @ w_hh)
+            xp = cell.project(params, x) if project_inside else x
+            new, y, saved = rule.forward(params, carry, xp, cell.recurrent_input(carry) @ w_hh)
             if lengths is not None:
                 new, y = hold_padded(valid_at(t, lengths), new, carry, y)
-            return new, y
+            return new, (y, saved)
 
-        return jax.lax.scan(body, carry0, (xp, steps), reverse=reverse, unroll=unroll)
+        return jax.lax.scan(body, carry0, (inputs, steps), reverse=reverse, unroll=unroll)
 
     @jax.custom_vjp
-    def run(params, xp, carry0, lengths):
-        return forward(params, xp, carry0, lengths)
+    def run(params, inputs, carry0, lengths):
+        final, (ys, _) = forward(params, inputs, carry0, lengths)
+        return final, ys
 
-    def run_fwd(params, xp, carry0, lengths):
-        final, ys = forward(params, xp, carry0, lengths)
-        return (final, ys), (params, ys, carry0, lengths)
+    def run_fwd(params, inputs, carry0, lengths):
+        final, (ys, saved) = forward(params, inputs, carry0, lengths)
+        return (final, ys), (params, inputs if project_inside else None, ys, saved, carry0, lengths)
 
-    def run_bwd(saved, cotangents):
-        params, ys, carry0, lengths = saved
+    def run_bwd(residuals, cotangents):
+        params, xs, ys, saved, carry0, lengths = residuals
         d_final, d_ys = cotangents
         w_hh_t = params.w_hh.T
 
-        def body(d_h, inp):
-            y, d_y, t = inp
-            d_z = (d_h + d_y) * derivative(y)
+        def body(d_carry, inp):
+            y, saved_t, d_y, t = inp
+            d_prev, d_z = rule.backward(saved_t, y, d_carry, d_y, lambda d: d @ w_hh_t)
             if lengths is None:
-                return d_z @ w_hh_t, d_z
+                return d_prev, d_z
             valid = valid_at(t, lengths)
-            d_z = jnp.where(valid, d_z, jnp.zeros_like(d_z))
-            return jnp.where(valid, d_z @ w_hh_t, d_h), d_z
+            d_prev = jax.tree_util.tree_map(lambda p, c: jnp.where(valid, p, c), d_prev, d_carry)
+            return d_prev, jnp.where(valid, d_z, jnp.zeros_like(d_z))
 
-        d_h0, d_zs = jax.lax.scan(body, d_final.hidden, (ys, d_ys, steps), reverse=not reverse, unroll=unroll)
-        # dW_hh = Σ_t h_prev(t)ᵀ δz_t = Σ_s h_sᵀ δz_next(s) + m0ᵀ δz_first: the outputs as they
-        # are against δz shifted by one step (made after the loop from its result, where a
-        # shifted copy of the outputs would be made, and kept alive, as soon as they exist),
-        # plus the initial carry's matrix against the first valid step's δz.
+        d_carry0, d_zs = jax.lax.scan(body, d_final, (ys, saved, d_ys, steps), reverse=not reverse, unroll=unroll)
+        d_w_hh = _recurrent_weight_grad(cell, ys, d_zs, carry0, lengths, reverse)
+        if project_inside:
+            d_w_ih, d_b, d_inputs = _flat(xs).T @ _flat(d_zs), _flat(d_zs).sum(axis=0), d_zs @ params.w_ih.T
+        else:
+            d_w_ih, d_b, d_inputs = jnp.zeros_like(params.w_ih), jnp.zeros_like(params.b), d_zs
+        d_params = params._replace(
+            w_ih=d_w_ih.astype(params.w_ih.dtype), b=d_b.astype(params.b.dtype), w_hh=d_w_hh.astype(params.w_hh.dtype)
+        )
+        return d_params, d_inputs, d_carry0, None
+
+    run.defvjp(run_fwd, run_bwd)
+    return run(params, inputs, carry0, lengths)
+
+
+def _flat(a):
+    """``(time, *batch, n)`` -> ``(time * batch, n)``, the rows of a product over all steps."""
+    return a.reshape(-1, a.shape[-1])
+
+
+def _recurrent_weight_grad(cell: Cell, ys, d_zs, carry0, lengths, reverse: bool):
+    """``dW_hh = Σ_t h_prev(t)ᵀ δz_t`` over all ``(time, batch)`` rows as one product.
+
+    ``h_prev(t)``, what step ``t`` multiplied by ``w_hh``, is the output of the step before
+    it in scan order, or the initial carry's for the first valid step (in a reversed scan
+    the padded steps come first and hold the initial carry). One of the two stacks is
+    shifted by one step: ``δz`` when it is no wider than the outputs (its shifted copy is
+    made from the loop's result, after the loop, whereas XLA makes a shifted copy of the
+    outputs as soon as they exist and keeps it alive through the loop), else the narrower
+    outputs. Padded outputs and padded ``δz`` are 0, so pairs across the padding boundary
+    add nothing.
+    """
+    m0 = cell.recurrent_input(carry0)
+    if d_zs.shape[-1] <= ys.shape[-1]:
+        # Σ_s h_sᵀ δz_next(s) + m0ᵀ δz_first
         zero = jnp.zeros_like(d_zs[:1])
         if reverse:
             shifted = jnp.concatenate([zero, d_zs[:-1]], axis=0)
@@ -239,13 +277,14 @@ def _outputs_only_scan(cell: Cell, params: Any, xp: jax.Array, carry0: Any, leng
                 d_first = jnp.take_along_axis(d_zs, last, axis=0)[0]
         else:
             shifted, d_first = jnp.concatenate([d_zs[1:], zero], axis=0), d_zs[0]
-        m0 = cell.recurrent_input(carry0)
-        d_w_hh = ys.reshape(-1, ys.shape[-1]).T @ shifted.reshape(-1, shifted.shape[-1])
-        d_w_hh = d_w_hh + m0.reshape(-1, m0.shape[-1]).T @ d_first.reshape(-1, d_first.shape[-1])
-        d_params = params._replace(
-            w_ih=jnp.zeros_like(params.w_ih), b=jnp.zeros_like(params.b), w_hh=d_w_hh.astype(params.w_hh.dtype)
-        )
-        return d_params, d_zs, cell.carry_type(d_h0), None
-
-    run.defvjp(run_fwd, run_bwd)
-    return run(params, xp, carry0, lengths)
+        return _flat(ys).T @ _flat(shifted) + _flat(m0).T @ _flat(d_first)
+    # Σ_t h_prev(t)ᵀ δz_t, the outputs shifted; where the previous step was padded, carry0's
+    steps = jnp.arange(ys.shape[0], dtype=jnp.int32)
+    if reverse:
+        prev, ms = steps + 1, jnp.concatenate([ys[1:], m0[None]], axis=0)
+    else:
+        prev, ms = steps - 1, jnp.concatenate([m0[None], ys[:-1]], axis=0)
+    if lengths is not None:
+        held = ~valid_at(prev.reshape((-1,) + (1,) * lengths.ndim), lengths)
+        ms = jnp.where(held, m0, ms)
+    return _flat(ms).T @ _flat(d_zs)

@@ -41,15 +41,25 @@ PROJECT_INPUTS_DEFAULT = {
     "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
 }
+# The same with the hand-written reverse pass (which projects Pascanu's and GRU's inputs
+# ahead always). CPU, gradients of the paper's loss at B = 20, T = 200 (2026-12-01): inside
+# the step 6 % (Elman, 50 units) to 30 % (LSTM, 128 units) faster; W2 level.
+PROJECT_INPUTS_HAND_DEFAULT = {
+    "cpu": {"elman": False, "pascanu": True, "lstm": False, "gru": True},
+    "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
+    "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
+}
 
 
 # Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (True) or
 # autodiff of the scan, per (backend, cell kind). Measured on CPU (benchmarks/RESULTS.md):
-# Elman gradients 1.3-1.7x faster for 32-128 units (the paper's model 1.7x), 0-15 % at 256;
-# LSTM and GRU 5-25 % slower (the hand pass recomputes their gates and stores more), so
-# they keep autodiff. Accelerators keep autodiff until a measurement there says otherwise.
+# Elman gradients 1.6-2.2x faster for 50-128 units (the paper's model 2.2x) and W2 1.4x,
+# LSTM 1.3-1.4x for 32-128 units and W3 5-8 % (the cell's ReverseRule keeps the gates
+# and the outputs only); GRU, whose hand pass recomputes its gates through jax.vjp, 5-25 %
+# slower, so it keeps autodiff. Accelerators keep autodiff until a measurement there says
+# otherwise.
 HAND_BACKWARD_DEFAULT = {
-    "cpu": {"elman": True, "pascanu": True, "lstm": False, "gru": False},
+    "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": False},
     "gpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
     "tpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
 }
@@ -80,11 +90,13 @@ def resolve_backward(cell: Cell, backward: Optional[str] = None, *, remat: bool 
     return "autodiff" if (remat or return_carries) else default_backward(cell, backend)
 
 
-def default_project_inputs(cell: Cell, backend: Optional[str] = None) -> bool:
-    """The measured default for ``project_inputs`` on ``backend`` (default: JAX's default backend)."""
+def default_project_inputs(cell: Cell, backend: Optional[str] = None, backward: str = "autodiff") -> bool:
+    """The measured default for ``project_inputs`` on ``backend`` (default: JAX's default
+    backend) with the reverse pass ``backward``."""
     backend = backend or jax.default_backend()
-    table = PROJECT_INPUTS_DEFAULT.get(backend, PROJECT_INPUTS_DEFAULT["gpu"])
-    return table.get(cell.kind, False)
+    tables = PROJECT_INPUTS_HAND_DEFAULT if backward == "hand" else PROJECT_INPUTS_DEFAULT
+    table = tables.get(backend, tables["gpu"])
+    return table.get(cell.kind, True)
 
 
 class _Prepared(NamedTuple):
@@ -208,8 +220,8 @@ def unroll(
       return_carries: also return the carry after every step.
       project_inputs: compute ``x @ w_ih + b`` for all steps before the loop
         (True) or inside each step (False); default per device and cell,
-        :func:`default_project_inputs`. The hand-written reverse pass always
-        projects ahead.
+        :func:`default_project_inputs` (which has a table per reverse pass). The
+        hand-written reverse pass projects Pascanu's and GRU's inputs ahead always.
       backward: the reverse pass when this is differentiated: ``"hand"``
         (:func:`rnn_jax.hand_scan.hand_scan`: the recurrent weight's gradient as one
         large product after the loop; no forward-mode autodiff) or ``"autodiff"``
@@ -231,9 +243,10 @@ def unroll(
             # padded inputs are zeroed before the projection (a NaN there must not reach the gradients)
             steps = jnp.arange(xs_t.shape[0], dtype=jnp.int32).reshape((-1,) + (1,) * (xs_t.ndim - 1))
             xs_t = jnp.where(steps < prep.lengths[..., None], xs_t, jnp.zeros_like(xs_t))
-        final, out = hand_scan(
-            cell, params, cell.project(params, xs_t), prep.carry, prep.lengths, reverse=reverse, unroll=int(unroll)
-        )
+        if project_inputs is None:
+            project_inputs = default_project_inputs(cell, backward="hand")
+        final, out = hand_scan(cell, params, xs_t, prep.carry, prep.lengths, reverse=reverse, unroll=int(unroll),
+                               project_inputs=project_inputs)
         return final, prep.from_time_major(out)
     if project_inputs is None:
         project_inputs = default_project_inputs(cell)

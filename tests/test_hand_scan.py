@@ -85,6 +85,29 @@ def test_hand_equals_autodiff(name, reverse, padded):
     assert _rel(grads["autodiff"], grads["hand"]) <= 1e-12
 
 
+@pytest.mark.parametrize("name", ["elman-tanh", "lstm"])
+@pytest.mark.parametrize("project_inputs", [False, True])
+def test_projection_inside_or_ahead(name, project_inputs):
+    """Cells with a ReverseRule project inside the step or ahead of the loop; either way
+    the weights' gradients (w_ih's and b's from δz after the loop, when inside) equal
+    autodiff's, reversed and padded, unbatched too."""
+    cell, params, xs, carry = _problem(name, seed=3)
+
+    def loss(backward, reverse, lengths, xs, carry):
+        def fn(params, xs, carry):
+            final, ys = unroll(cell, params, xs, initial_carry=carry, lengths=lengths, reverse=reverse,
+                               backward=backward, project_inputs=project_inputs)
+            w = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+            return jnp.sum(w * jnp.tanh(ys)) + sum(jnp.sum(jnp.sin(leaf)) for leaf in final)
+
+        return jax.grad(fn, argnums=(0, 1, 2))(params.cell, xs, carry)
+
+    one = jax.tree_util.tree_map(lambda a: a[0], carry)
+    for reverse, lengths, x, c in [(True, LENGTHS, xs, carry), (False, LENGTHS, xs, carry), (True, None, xs[0], one)]:
+        hand, auto = loss("hand", reverse, lengths, x, c), loss("autodiff", reverse, lengths, x, c)
+        assert _rel(auto, hand) <= 1e-12, (reverse, lengths is not None)
+
+
 def test_unbatched_and_time_major_sequences():
     cell, params, xs, carry = _problem("gru", seed=2)
     one = xs[0]
@@ -164,4 +187,5 @@ def test_bad_backward_arguments():
 
 def test_default_is_measured_per_device():
     assert rnn_jax.default_backward(rnn_jax.elman(3), "cpu") == "hand"
+    assert rnn_jax.default_backward(rnn_jax.gru(3), "cpu") == "autodiff"
     assert rnn_jax.default_backward(rnn_jax.lstm(3), "gpu") == "autodiff"
