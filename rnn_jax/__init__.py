@@ -12,6 +12,7 @@ from rnn_jax.cells import (
     GRUParams,
     LSTMParams,
     LSTMState,
+    ReverseRule,
     RNNState,
     elman,
     gru,
@@ -30,7 +31,7 @@ from rnn_jax import bptt, diagnostics, layers, optim, regularizer, tasks
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams",
+    "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams", "ReverseRule",
     "activations", "bptt", "default_backward", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "layers", "linear_recurrence", "long", "losses", "lstm", "make", "model",
     "pascanu", "python_unroll", "readout", "readout_init", "tasks", "unroll",
 ]

@@ -135,21 +135,26 @@ class Cell(NamedTuple):
 
 class ReverseRule(NamedTuple):
     """A cell's ``combine`` with its reverse step written out by hand, for cells whose output
-    is ``carry.hidden`` and whose ``recurrent_input`` is ``carry.hidden`` (Elman, LSTM) and
-    whose ``combine`` reads ``xp`` and ``hh`` only through ``z = xp + hh``.
+    is ``carry.hidden`` and whose ``recurrent_input`` is ``carry.hidden`` (Elman, LSTM, GRU).
 
     Attributes:
       forward: ``forward(params, carry, xp, hh) -> (carry, y, saved)``: ``combine``, plus
         the per-step values the reverse step needs besides ``y`` (``()`` for Elman: ``f'``
         is a function of ``y``; for the LSTM its four gates and the previous cell state).
         ``combine`` is this without ``saved``.
-      backward: ``backward(saved, y, d_carry, d_y, times_w_hh_t) -> (d_prev_carry, d_z)``:
-        the cotangent of ``z`` and of the previous carry, given those of the new carry and
-        of ``y``; ``times_w_hh_t(d_z)`` is ``d_z @ w_hhᵀ``, the path through ``hh``.
+      backward: ``backward(saved, y, d_carry, d_y, times_w_hh_t) -> (d_prev_carry, d_xp)``:
+        the cotangents of ``xp`` and of the previous carry, given those of the new carry
+        and of ``y``; ``times_w_hh_t(d_hh)`` is ``d_hh @ w_hhᵀ``, the path through ``hh``.
+      hh_cotangents: ``(saved, d_xp) -> d_hh`` over stacked steps, or None where ``combine``
+        reads ``xp`` and ``hh`` only through their sum (``d_hh = d_xp``).
+      extra_grads: ``(saved, d_xp, d_hh) -> {name: gradient}`` for the parameters
+        ``combine`` reads itself (GRU's ``b_hn``), over stacked steps, or None.
     """
 
     forward: Callable[..., Any]
     backward: Callable[..., Any]
+    hh_cotangents: Optional[Callable[..., Any]] = None
+    extra_grads: Optional[Callable[..., Any]] = None
 
 
 InitSpec = Union[str, initializers.Initializer]
@@ -461,14 +466,36 @@ def gru(
             inits[2](k_bn, (h,), dtype),
         )
 
-    def combine(params, carry, xp, hh):
+    def forward(params, carry, xp, hh):
         r = jax.nn.sigmoid(xp[..., :h] + hh[..., :h])
         z = jax.nn.sigmoid(xp[..., h : 2 * h] + hh[..., h : 2 * h])
-        n = jnp.tanh(xp[..., 2 * h :] + r * (hh[..., 2 * h :] + params.b_hn))
+        hn = hh[..., 2 * h :] + params.b_hn
+        n = jnp.tanh(xp[..., 2 * h :] + r * hn)
         hidden = (1 - z) * n + z * carry.hidden
-        return RNNState(hidden), hidden
+        return RNNState(hidden), hidden, (jnp.concatenate([r, z, n], axis=-1), hn, carry.hidden)
 
-    return _build("gru", h, "tanh", 3, init, combine, GRUParams, RNNState)
+    def backward(saved, y, d_carry, d_y, times_w_hh_t):
+        gates, hn, h_prev = saved
+        r, z, n = (gates[..., k * h : (k + 1) * h] for k in range(3))
+        d_h = d_carry.hidden + d_y
+        d_pre_n = d_h * (1 - z) * (1 - n * n)
+        d_pre_r = d_pre_n * hn * r * (1 - r)
+        d_pre_z = d_h * (h_prev - n) * z * (1 - z)
+        d_xp = jnp.concatenate([d_pre_r, d_pre_z, d_pre_n], axis=-1)
+        d_hh = jnp.concatenate([d_pre_r, d_pre_z, d_pre_n * r], axis=-1)
+        return RNNState(times_w_hh_t(d_hh) + d_h * z), d_xp
+
+    def hh_cotangents(saved, d_xp):
+        # the candidate's recurrent part enters multiplied by the reset gate
+        gates = saved[0]
+        return jnp.concatenate([d_xp[..., : 2 * h], d_xp[..., 2 * h :] * gates[..., :h]], axis=-1)
+
+    def extra_grads(saved, d_xp, d_hh):
+        d_hn = d_hh[..., 2 * h :]
+        return {"b_hn": d_hn.reshape(-1, h).sum(axis=0)}
+
+    return _build("gru", h, "tanh", 3, init, _without_saved(forward), GRUParams, RNNState,
+                  reverse_rule=ReverseRule(forward, backward, hh_cotangents, extra_grads))
 
 
 CELLS = {"elman": elman, "pascanu": pascanu, "lstm": lstm, "gru": gru}

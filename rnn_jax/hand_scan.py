@@ -9,22 +9,22 @@ gradient is then one large product, ``M^T @ dHH`` over all ``time * batch`` rows
 An input projection made for all steps before the loop is differentiated by autodiff
 outside the ``custom_vjp`` (again large products).
 
-Cells with a :class:`~rnn_jax.cells.ReverseRule` (Elman, LSTM) keep only their outputs,
-which the scan returns anyway, and what the rule saves: nothing for Elman (``f'(z_t)`` is
-a function of ``h_t``, ``1 - h_t²`` for tanh; the matrix ``w_hh`` multiplied at step
-``t`` is the previous output), the four gates and the previous cell state for the LSTM.
-They may project their inputs inside the step (never storing the ``(T, B, G*H)``
-projection) and still get ``w_ih``'s gradient as one product after the loop. The others
-(Pascanu, GRU) differentiate :attr:`Cell.combine` with ``jax.vjp`` at every reverse step:
-Pascanu keeps ``z = xp + hh`` and the carries (:data:`SUMMED_KINDS`), GRU ``xp`` and
-``hh`` apart. What is kept matters beyond its size on a CPU: XLA:CPU allocates a call's
-temporaries as one block, and glibc returns a block over 32 MiB to the kernel on every
-call, so each call page-faults it back in (``benchmarks/RESULTS.md``).
+Cells with a :class:`~rnn_jax.cells.ReverseRule` (Elman, LSTM, GRU) keep only their
+outputs, which the scan returns anyway, and what the rule saves: nothing for Elman
+(``f'(z_t)`` is a function of ``h_t``, ``1 - h_t²`` for tanh; the matrix ``w_hh``
+multiplied at step ``t`` is the previous output), the gates and the previous cell state
+for the LSTM, the gates, ``h W_hn + b_hn`` and the previous state for the GRU. They may
+project their inputs inside the step (never storing the ``(T, B, G*H)`` projection) and
+still get ``w_ih``'s gradient as one product after the loop. Pascanu's cell (no rule)
+differentiates :attr:`Cell.combine` with ``jax.vjp`` at every reverse step and keeps
+``z = xp + hh`` and the carries. What is kept matters beyond its size on a CPU: XLA:CPU
+allocates a call's temporaries as one block, and glibc returns a block over 32 MiB to the
+kernel on every call, so each call page-faults it back in (``benchmarks/RESULTS.md``).
 
-On a CPU (gradients of the paper's loss, B = 20, T = 200) the Elman pass runs 1.6-2.2x
-faster than autodiff of the same scan for 50-128 units, the LSTM's 1.3-1.4x for 32-128
-units; GRU's is 5-25 % slower, so :data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT` keeps
-autodiff for it (``benchmarks/RESULTS.md``).
+On a CPU (gradients of the paper's loss, B = 20, T = 200) the hand pass runs 1.6-2.2x
+faster than autodiff of the same scan for Elman with 50-128 units, 1.3-1.4x for the
+LSTM and 1.4-1.9x for the GRU with 32-128 units (``benchmarks/RESULTS.md``); it is the
+CPU default (:data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT`).
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) is not defined through a
 ``custom_vjp``: use ``unroll(..., backward="autodiff")`` for it.
 
@@ -45,7 +45,7 @@ from rnn_jax.cells import Cell
 
 _NOT_IN_COMBINE = ("w_ih", "w_hh", "b")
 # Cell kinds without a ReverseRule whose ``combine`` reads ``xp`` and ``hh`` only through
-# ``xp + hh`` (not GRU, whose reset gate multiplies the recurrent part of the candidate alone).
+# ``xp + hh`` (a GRU's reset gate multiplies the recurrent part of the candidate alone).
 SUMMED_KINDS = frozenset({"pascanu"})
 
 
@@ -233,13 +233,16 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
             return d_prev, jnp.where(valid, d_z, jnp.zeros_like(d_z))
 
         d_carry0, d_zs = jax.lax.scan(body, d_final, (ys, saved, d_ys, steps), reverse=not reverse, unroll=unroll)
-        d_w_hh = _recurrent_weight_grad(cell, ys, d_zs, carry0, lengths, reverse)
+        d_hhs = d_zs if rule.hh_cotangents is None else rule.hh_cotangents(saved, d_zs)
+        d_w_hh = _recurrent_weight_grad(cell, ys, d_hhs, carry0, lengths, reverse)
+        extra = {} if rule.extra_grads is None else rule.extra_grads(saved, d_zs, d_hhs)
         if project_inside:
             d_w_ih, d_b, d_inputs = _flat(xs).T @ _flat(d_zs), _flat(d_zs).sum(axis=0), d_zs @ params.w_ih.T
         else:
             d_w_ih, d_b, d_inputs = jnp.zeros_like(params.w_ih), jnp.zeros_like(params.b), d_zs
         d_params = params._replace(
-            w_ih=d_w_ih.astype(params.w_ih.dtype), b=d_b.astype(params.b.dtype), w_hh=d_w_hh.astype(params.w_hh.dtype)
+            w_ih=d_w_ih.astype(params.w_ih.dtype), b=d_b.astype(params.b.dtype), w_hh=d_w_hh.astype(params.w_hh.dtype),
+            **{name: g.astype(getattr(params, name).dtype) for name, g in extra.items()},
         )
         return d_params, d_inputs, d_carry0, None
 

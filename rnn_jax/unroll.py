@@ -41,11 +41,12 @@ PROJECT_INPUTS_DEFAULT = {
     "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
 }
-# The same with the hand-written reverse pass (which projects Pascanu's and GRU's inputs
-# ahead always). CPU, gradients of the paper's loss at B = 20, T = 200 (2026-12-01): inside
-# the step 6 % (Elman, 50 units) to 30 % (LSTM, 128 units) faster; W2 level.
+# The same with the hand-written reverse pass (which projects Pascanu's inputs ahead
+# always). CPU, gradients of the paper's loss at B = 20, T = 200 (2026-12-01): inside the
+# step 6 % (Elman, 50 units) to 30 % (LSTM, 128 units) faster (GRU at 32 units 10 % slower,
+# at 128 units 20 % faster); W2 level, W3 and W4 10-15 % faster.
 PROJECT_INPUTS_HAND_DEFAULT = {
-    "cpu": {"elman": False, "pascanu": True, "lstm": False, "gru": True},
+    "cpu": {"elman": False, "pascanu": True, "lstm": False, "gru": False},
     "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
 }
@@ -54,12 +55,11 @@ PROJECT_INPUTS_HAND_DEFAULT = {
 # Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (True) or
 # autodiff of the scan, per (backend, cell kind). Measured on CPU (benchmarks/RESULTS.md):
 # Elman gradients 1.6-2.2x faster for 50-128 units (the paper's model 2.2x) and W2 1.4x,
-# LSTM 1.3-1.4x for 32-128 units and W3 5-8 % (the cell's ReverseRule keeps the gates
-# and the outputs only); GRU, whose hand pass recomputes its gates through jax.vjp, 5-25 %
-# slower, so it keeps autodiff. Accelerators keep autodiff until a measurement there says
-# otherwise.
+# LSTM 1.3-1.4x for 32-128 units and W3 5-8 %, GRU 1.4-1.9x and W4 6 % (each cell's
+# ReverseRule keeps its gates and outputs only). Accelerators keep autodiff until a
+# measurement there says otherwise.
 HAND_BACKWARD_DEFAULT = {
-    "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": False},
+    "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "gpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
     "tpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
 }
