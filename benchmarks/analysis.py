@@ -14,6 +14,39 @@ LOSS_RTOL = 1e-5
 TIMED = ("W1", "W2", "W3", "W4", "W5")
 
 
+def merge_rounds(records: list) -> list:
+    """One record per (workload, framework, variant, T) from the records of several rounds
+    (``--rounds``): the timed calls of all rounds pooled, their statistics recomputed; the
+    first call and loss of the first round. A measurement that failed in any round stays
+    failed. Records without ``times_s`` (memory, compile, MM, LIN) pass through unchanged."""
+    import statistics
+
+    merged, order = {}, []
+    for rec in records:
+        key = (rec.get("workload"), rec.get("framework"), rec.get("variant"), (rec.get("config") or {}).get("time"))
+        if "times_s" not in rec and rec.get("status") == "ok":
+            order.append(rec)
+            continue
+        if key not in merged:
+            merged[key] = dict(rec, rounds=1)
+            order.append(merged[key])
+            continue
+        into = merged[key]
+        into["rounds"] += 1
+        if into.get("status") != "ok":
+            continue
+        if rec.get("status") != "ok":
+            rounds = into["rounds"]
+            into.clear()
+            into.update(rec, rounds=rounds)
+            continue
+        faults = into["minflt_per_call"] * into["repeats"] + rec["minflt_per_call"] * rec["repeats"]
+        times = into["times_s"] + rec["times_s"]
+        into.update(times_s=times, repeats=len(times), median_s=statistics.median(times), min_s=min(times),
+                    max_s=max(times), mean_s=statistics.fmean(times), minflt_per_call=faults / len(times))
+    return order
+
+
 def matmul_rate(records: list) -> Optional[float]:
     for rec in records:
         if rec.get("workload") == "MM" and rec.get("status") == "ok":

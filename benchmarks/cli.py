@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                    help="set in every group's environment, e.g. MALLOC_MMAP_THRESHOLD_=... (recorded with the flags)")
     p.add_argument("--note", default=None, help="a line printed in bold at the top of the RESULTS.md section")
+    p.add_argument("--rounds", type=int, default=1, help="measure the timed workloads (W1-W5) this many times, every "
+                   "framework once per round in turn, and pool the rounds' calls: a drift of the machine's speed "
+                   "then falls on every framework alike (default %(default)s)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per group before it is killed (default %(default)s)")
     args = p.parse_args(argv)
     if args.repeats is None:
@@ -80,6 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.max_time = 2.0 if args.quick else 20.0
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     for item in args.env:
         if "=" not in item:
             p.error(f"--env expects KEY=VALUE, got {item!r}")
@@ -89,7 +94,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def plan(args: argparse.Namespace) -> list:
-    """The groups to run, in order; MM first (the floors need its rate)."""
+    """The groups to run, in order; MM first (the floors need its rate). With ``--rounds``,
+    the timed groups (sequence workloads and W5) come once per round, each round in the
+    same order, before the others."""
+    groups = _plan_once(args)
+    timed = [g for g in groups if g["kind"] in ("seq", "seeds")]
+    rest = [g for g in groups if g["kind"] not in ("seq", "seeds")]
+    rounds = [dict(g, round=r, rounds=args.rounds) for r in range(1, args.rounds + 1) for g in timed]
+    return rest[:1] + rounds + rest[1:]
+
+
+def _plan_once(args: argparse.Namespace) -> list:
     profile = "quick" if args.quick else "full"
     base = {"profile": profile, "repeats": args.repeats, "max_time_s": args.max_time}
     groups = [dict(base, kind="mm", workload="MM", framework="jax")]
@@ -116,6 +131,7 @@ def _installed(framework: str) -> bool:
 
 def _describe_group(g: dict) -> str:
     extra = f" T={g['time']}" if g.get("time") else ""
+    extra += f" (round {g['round']})" if g.get("round") and g.get("rounds", 1) > 1 else ""
     variants = f" [{','.join(g['variants'])}]" if g.get("variants") and g["kind"] in ("mem", "compile") else ""
     return f"{g['workload']}{extra} {g['framework']}{variants}"
 
@@ -233,6 +249,7 @@ def main(argv=None) -> int:
     if limits and records_results:
         suffix += "-" + re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", "-".join(limits))
     out_path = args.out or os.path.join(HERE, "results", f"{backend}{suffix}.json")
+    records = analysis.merge_rounds(records)
     rate = analysis.matmul_rate(records)
     analysis.add_floors(records, rate)
     checks = analysis.loss_checks(records)
@@ -263,6 +280,7 @@ def main(argv=None) -> int:
         "isolation": "in-process" if args.in_process else "one fresh process per group",
         "repeats": args.repeats,
         "max_time_s": args.max_time,
+        "rounds": args.rounds,
         "matmul_flops_per_s": rate,
         "matmul_size": (mm.get("config") or {}).get("n"),
         "load_average_start": load_start,

@@ -205,7 +205,10 @@ def section(result: dict) -> str:
                 f"- versions: {versions}",
                 f"- flags and environment: {flags}",
                 f"- matrix-product rate: {rate / 1e9:.1f} GFLOP/s (f32, {meta.get('matmul_size')}², median)" if rate else "- matrix-product rate: not measured",
-                f"- repetitions: up to {meta['repeats']} per measurement, at most {meta['max_time_s']} s each; JSON: `{meta['json']}`",
+                f"- repetitions: up to {meta['repeats']} per measurement, at most {meta['max_time_s']} s each"
+                + (f", in {meta['rounds']} rounds (every framework once per round, in turn; the rounds' calls pooled)"
+                   if meta.get("rounds", 1) > 1 else "")
+                + f"; JSON: `{meta['json']}`",
             ]
         )
     )

@@ -34,9 +34,9 @@ def measure(
     during the loop, as in :mod:`timeit`. ``on_first`` receives the first call's
     result (e.g. to read the loss at the initial weights).
 
-    Returns seconds per call (``median_s``, ``min_s``, ``max_s``, ``mean_s``), the
-    first call's time (``first_call_s``), and the minor page faults per timed call
-    (``minflt_per_call``: pages the allocator had to fault in again).
+    Returns seconds per call (``median_s``, ``min_s``, ``max_s``, ``mean_s``, and every
+    call's in ``times_s``), the first call's time (``first_call_s``), and the minor page
+    faults per timed call (``minflt_per_call``: pages the allocator had to fault in again).
     """
     start = time.perf_counter()
     out = step()
@@ -72,6 +72,7 @@ def measure(
         "mean_s": statistics.fmean(times),
         "repeats": len(times),
         "minflt_per_call": faults / len(times),
+        "times_s": times,
     }
 
 

@@ -38,7 +38,7 @@ def quick_run(tmp_path_factory):
     before = open(results_md).read() if os.path.exists(results_md) else None
     cmd = [
         sys.executable, "-m", "benchmarks", "--quick", "--workloads", "W1,W3", "--no-sweep", "--in-process",
-        "--repeats", "2", "--max-time", "0.5", "--no-write", "--out", str(out),
+        "--repeats", "2", "--max-time", "0.5", "--rounds", "2", "--no-write", "--out", str(out),
     ]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -59,9 +59,13 @@ def test_json_has_meta_and_timing_fields(quick_run):
     assert meta["matmul_flops_per_s"] > 0
     timed = [r for r in result["records"] if r["workload"] in EXPECTED and r["status"] == "ok"]
     assert timed
+    assert meta["rounds"] == 2
     for rec in timed:
         assert rec["min_s"] <= rec["median_s"] <= rec["max_s"], rec
         assert rec["repeats"] >= 1 and rec["first_call_s"] > 0
+        # two rounds pooled: one record per measurement, its statistics those of all calls
+        assert rec["rounds"] == 2 and rec["repeats"] == len(rec["times_s"]) >= 2, rec
+        assert rec["median_s"] == np.median(rec["times_s"]) and rec["min_s"] == min(rec["times_s"]), rec
         assert rec["flops"] > 0 and rec["floor_s"] > 0 and rec["x_floor"] > 0
         assert np.isfinite(rec["loss"])
     assert {s["workload"] for s in result["summary"]} == set(EXPECTED)
@@ -135,6 +139,20 @@ def test_results_md_section_is_replaced_not_duplicated(tmp_path):
     assert text.startswith("# Benchmark results")
     assert "**first**" not in text and text.count("**second**") == 1 and "**other**" in text
     assert text.index("**other**") < text.index("**second**")  # newest first
+
+
+def test_rounds_pool_calls_and_keep_failures():
+    def rec(variant, times, status="ok", faults=10.0):
+        return {"workload": "W2", "framework": "jax", "variant": variant, "status": status, "times_s": times,
+                "repeats": len(times), "minflt_per_call": faults, "median_s": float(np.median(times))}
+
+    merged = analysis.merge_rounds([rec("a", [3.0, 1.0]), rec("b", [5.0]), rec("a", [2.0, 9.0, 4.0], faults=20.0),
+                                    dict(rec("b", []), status="error", message="boom"), {"workload": "MM", "status": "ok"}])
+    a, b, mm = merged
+    assert a["times_s"] == [3.0, 1.0, 2.0, 9.0, 4.0] and a["median_s"] == 3.0 and a["min_s"] == 1.0 and a["max_s"] == 9.0
+    assert a["repeats"] == 5 and a["rounds"] == 2 and a["minflt_per_call"] == (2 * 10.0 + 3 * 20.0) / 5
+    assert b["status"] == "error" and b["rounds"] == 2
+    assert mm == {"workload": "MM", "status": "ok"}
 
 
 def test_loss_checks_flag_a_disagreement():
