@@ -108,6 +108,30 @@ def test_projection_inside_or_ahead(name, project_inputs):
         assert _rel(auto, hand) <= 1e-12, (reverse, lengths is not None)
 
 
+@pytest.mark.parametrize("name", ["elman-tanh", "lstm", "gru"])
+def test_cells_without_a_rule_take_the_vjp_path(name):
+    """A cell without a ReverseRule (a user's own, or a built-in one with it removed) is
+    differentiated through jax.vjp of its combine at every reverse step: the same gradients."""
+    cell, params, xs, carry = _problem(name, seed=4)
+    bare = cell._replace(reverse_rule=None)
+    for reverse, lengths in [(False, LENGTHS), (True, None)]:
+        grads = [
+            jax.grad(_unroll_loss(c, how, reverse, lengths), argnums=(0, 1, 2))(params.cell, xs, carry)
+            for c, how in [(bare, "hand"), (cell, "hand"), (cell, "autodiff")]
+        ]
+        assert _rel(grads[2], grads[0]) <= 1e-12 and _rel(grads[2], grads[1]) <= 1e-12
+
+
+@pytest.mark.parametrize("name", sorted(rnn_jax.activations.ACTIVATIONS))
+def test_derivative_from_output_is_the_derivative(name):
+    """What the Elman rule reads, f' written in terms of f's output, against autodiff of f
+    at the pre-activation (zero included, where relu's output is 0 and its slope taken as 0)."""
+    act = rnn_jax.activations.get(name)
+    pre = jnp.concatenate([jnp.linspace(-6.0, 6.0, 101, dtype=jnp.float64), jnp.zeros(1, jnp.float64)])
+    slope = jax.vmap(jax.grad(act.fn))(pre)
+    np.testing.assert_allclose(act.derivative_from_output(act.fn(pre)), slope, rtol=1e-12, atol=1e-15)
+
+
 def test_unbatched_and_time_major_sequences():
     cell, params, xs, carry = _problem("gru", seed=2)
     one = xs[0]
