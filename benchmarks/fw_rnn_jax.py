@@ -15,29 +15,19 @@ SWEEP = [(p, u) for p in (False, True) for u in (1, 2, 4)]
 
 def variants(cfg: SeqConfig) -> list:
     """``default`` first, then each reverse pass with every (project_inputs, unroll) that
-    differs from the default (the hand pass projects Pascanu's and GRU's inputs ahead
-    always, so only ``proj=1`` for them)."""
+    differs from the default (the hand pass projects Pascanu's inputs ahead always, so
+    only ``proj=1`` there)."""
     import jax
 
     import rnn_jax
+    from rnn_jax.unroll import resolve_project_inputs
 
     cell, backend = _cell(cfg), jax.default_backend()
     backward = rnn_jax.default_backward(cell, backend)
-    default = (backward, _resolved_project_inputs(cell, backward, None), 1)
+    default = (backward, resolve_project_inputs(cell, backward, backend=backend), 1)
     hand_sweep = SWEEP if cell.reverse_rule is not None else [(True, u) for u in (1, 2, 4)]
     sweep = [("hand", p, u) for p, u in hand_sweep] + [("autodiff", p, u) for p, u in SWEEP]
     return ["default"] + [f"backward={b},proj={int(p)},unroll={u}" for b, p, u in sweep if (b, p, u) != default]
-
-
-def _resolved_project_inputs(cell, backward: str, asked) -> bool:
-    """What ``unroll`` does with ``project_inputs=asked`` under ``backward``."""
-    import jax
-
-    import rnn_jax
-
-    if backward == "hand" and cell.reverse_rule is None:
-        return True
-    return asked if asked is not None else rnn_jax.default_project_inputs(cell, jax.default_backend(), backward)
 
 
 def unroll_kwargs(variant: str) -> dict:
@@ -103,17 +93,14 @@ def _args(cfg: SeqConfig, d: dict) -> tuple:
 
 
 def build(cfg: SeqConfig, w: dict, d: dict, variant: str) -> Bench:
-    import jax
-
-    import rnn_jax
-    from rnn_jax.unroll import resolve_backward
+    from rnn_jax.unroll import resolve_backward, resolve_project_inputs
 
     cell = _cell(cfg)
     kwargs = unroll_kwargs(variant)
     backward = resolve_backward(cell, kwargs.get("backward"), remat=kwargs.get("remat", False))
     resolved = {
         "backward": backward,
-        "project_inputs": _resolved_project_inputs(cell, backward, kwargs.get("project_inputs")),
+        "project_inputs": resolve_project_inputs(cell, backward, kwargs.get("project_inputs")),
         "unroll": kwargs.get("unroll", 1),
         "remat": kwargs.get("remat", False),
     }

@@ -1,6 +1,7 @@
 """The padding rule every scan over a cell follows (``unroll``, the hand reverse pass, the
 diagnostics; the fused engine uses :func:`valid_at`): at a step ``t >= length`` the carry
-is kept and the output is zero.
+is kept and the output is zero. In a reverse pass the same selection passes the carry's
+cotangent through a padded step and zeroes that step's own.
 
 :func:`rnn_jax.unroll.python_unroll` spells the rule out again on purpose: it is the
 independent reference the scans are tested against.
@@ -15,6 +16,11 @@ import jax.numpy as jnp
 def valid_at(t, lengths):
     """``(*batch, 1)`` booleans: is step ``t`` within each sequence's length."""
     return (t < lengths)[..., None]
+
+
+def valid_steps(ts, lengths):
+    """``(len(ts), *batch, 1)`` booleans: :func:`valid_at` for each step of ``ts`` at once."""
+    return valid_at(ts.reshape((-1,) + (1,) * lengths.ndim), lengths)
 
 
 def hold_padded(valid, new_carry, carry, y):

@@ -29,23 +29,17 @@ class Activation(NamedTuple):
     derivative_from_output: Callable[[jax.Array], jax.Array]  # f'(pre) as a function of f(pre)
 
 
-def _sigmoid_derivative(pre):
-    s = jax.nn.sigmoid(pre)
-    return s * (1 - s)
-
-
-def _tanh_derivative(pre):
-    t = jnp.tanh(pre)
-    return 1 - t * t
+def _activation(name, fn, derivative_from_output, gamma) -> Activation:
+    """``derivative(pre)`` is ``derivative_from_output(fn(pre))``: one formula per activation."""
+    return Activation(name, fn, lambda pre: derivative_from_output(fn(pre)), gamma, derivative_from_output)
 
 
 ACTIVATIONS = {
-    "tanh": Activation("tanh", jnp.tanh, _tanh_derivative, 1.0, lambda y: 1 - y * y),
-    "sigmoid": Activation("sigmoid", jax.nn.sigmoid, _sigmoid_derivative, 0.25, lambda y: y * (1 - y)),
+    "tanh": _activation("tanh", jnp.tanh, lambda y: 1 - y * y, 1.0),
+    "sigmoid": _activation("sigmoid", jax.nn.sigmoid, lambda y: y * (1 - y), 0.25),
     # relu(pre) > 0 exactly when pre > 0
-    "relu": Activation("relu", jax.nn.relu, lambda pre: (pre > 0).astype(pre.dtype), 1.0,
-                       lambda y: (y > 0).astype(y.dtype)),
-    "identity": Activation("identity", lambda pre: pre, jnp.ones_like, 1.0, jnp.ones_like),
+    "relu": _activation("relu", jax.nn.relu, lambda y: (y > 0).astype(y.dtype), 1.0),
+    "identity": _activation("identity", lambda pre: pre, jnp.ones_like, 1.0),
 }
 
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import activations, initializers
-from rnn_jax._checks import check_choice, check_floating, check_key, check_positive_int, describe
+from rnn_jax._checks import check_choice, check_floating, check_key, check_positive_int
 
 Array = jax.Array
 
@@ -113,7 +113,7 @@ class Cell(NamedTuple):
         input projection ``xp`` and the recurrent product ``hh = m @ w_hh``; it reads
         no parameter but ``b_hn``. ``step_projected`` is ``combine`` after the product,
         and the hand-written reverse pass (:mod:`rnn_jax.hand_scan`) differentiates it.
-      reverse_rule: a :class:`ReverseRule` (Elman, LSTM) or None: ``combine`` with its
+      reverse_rule: a :class:`ReverseRule` (Elman, LSTM, GRU) or None: ``combine`` with its
         derivative written out, for a reverse pass that keeps only what it needs.
     """
 
@@ -147,8 +147,8 @@ class ReverseRule(NamedTuple):
         and of ``y``; ``times_w_hh_t(d_hh)`` is ``d_hh @ w_hhᵀ``, the path through ``hh``.
       hh_cotangents: ``(saved, d_xp) -> d_hh`` over stacked steps, or None where ``combine``
         reads ``xp`` and ``hh`` only through their sum (``d_hh = d_xp``).
-      extra_grads: ``(saved, d_xp, d_hh) -> {name: gradient}`` for the parameters
-        ``combine`` reads itself (GRU's ``b_hn``), over stacked steps, or None.
+      extra_grads: ``d_hh -> {name: gradient}`` for the parameters ``combine`` reads
+        itself (GRU's ``b_hn``), over stacked steps, or None.
     """
 
     forward: Callable[..., Any]
@@ -490,9 +490,8 @@ def gru(
         gates = saved[0]
         return jnp.concatenate([d_xp[..., : 2 * h], d_xp[..., 2 * h :] * gates[..., :h]], axis=-1)
 
-    def extra_grads(saved, d_xp, d_hh):
-        d_hn = d_hh[..., 2 * h :]
-        return {"b_hn": d_hn.reshape(-1, h).sum(axis=0)}
+    def extra_grads(d_hh):
+        return {"b_hn": d_hh[..., 2 * h :].reshape(-1, h).sum(axis=0)}
 
     return _build("gru", h, "tanh", 3, init, _without_saved(forward), GRUParams, RNNState,
                   reverse_rule=ReverseRule(forward, backward, hh_cotangents, extra_grads))

@@ -40,7 +40,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._padding import hold_padded, valid_at
+from rnn_jax._padding import hold_padded, valid_at, valid_steps
 from rnn_jax.cells import Cell
 
 _NOT_IN_COMBINE = ("w_ih", "w_hh", "b")
@@ -181,9 +181,8 @@ def hand_scan(
 
 def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths, reverse: bool, unroll: int,
                project_inside: bool):
-    """:func:`hand_scan` for a cell with a :class:`~rnn_jax.cells.ReverseRule` (Elman, LSTM):
-    keeps the outputs ``h_t`` and the rule's ``saved`` values (nothing for Elman; the gates
-    and the previous cell state for the LSTM).
+    """:func:`hand_scan` for a cell with a :class:`~rnn_jax.cells.ReverseRule` (Elman, LSTM,
+    GRU): keeps the outputs ``h_t`` and the rule's ``saved`` values.
 
     Reverse step ``t``: the rule's ``backward`` gives ``δz_t`` and the previous carry's
     cotangent; at padded steps ``δz_t = 0`` and the carry's cotangent passes through (the
@@ -226,16 +225,13 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
         def body(d_carry, inp):
             y, saved_t, d_y, t = inp
             d_prev, d_z = rule.backward(saved_t, y, d_carry, d_y, lambda d: d @ w_hh_t)
-            if lengths is None:
-                return d_prev, d_z
-            valid = valid_at(t, lengths)
-            d_prev = jax.tree_util.tree_map(lambda p, c: jnp.where(valid, p, c), d_prev, d_carry)
-            return d_prev, jnp.where(valid, d_z, jnp.zeros_like(d_z))
+            # padded step: the held carry's cotangent passes through, the step's own is 0
+            return (d_prev, d_z) if lengths is None else hold_padded(valid_at(t, lengths), d_prev, d_carry, d_z)
 
         d_carry0, d_zs = jax.lax.scan(body, d_final, (ys, saved, d_ys, steps), reverse=not reverse, unroll=unroll)
         d_hhs = d_zs if rule.hh_cotangents is None else rule.hh_cotangents(saved, d_zs)
         d_w_hh = _recurrent_weight_grad(cell, ys, d_hhs, carry0, lengths, reverse)
-        extra = {} if rule.extra_grads is None else rule.extra_grads(saved, d_zs, d_hhs)
+        extra = {} if rule.extra_grads is None else rule.extra_grads(d_hhs)
         if project_inside:
             d_w_ih, d_b, d_inputs = _flat(xs).T @ _flat(d_zs), _flat(d_zs).sum(axis=0), d_zs @ params.w_ih.T
         else:
@@ -288,6 +284,5 @@ def _recurrent_weight_grad(cell: Cell, ys, d_zs, carry0, lengths, reverse: bool)
     else:
         prev, ms = steps - 1, jnp.concatenate([m0[None], ys[:-1]], axis=0)
     if lengths is not None:
-        held = ~valid_at(prev.reshape((-1,) + (1,) * lengths.ndim), lengths)
-        ms = jnp.where(held, m0, ms)
+        ms = jnp.where(valid_steps(prev, lengths), ms, m0)
     return _flat(ms).T @ _flat(d_zs)

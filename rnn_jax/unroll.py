@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax._checks import check_floating, check_integer, describe, is_concrete
-from rnn_jax._padding import hold_padded, valid_at
+from rnn_jax._padding import hold_padded, valid_at, valid_steps
 from rnn_jax.cells import Cell, check_carry, check_params
 from rnn_jax.hand_scan import hand_scan
 
@@ -97,6 +97,16 @@ def default_project_inputs(cell: Cell, backend: Optional[str] = None, backward: 
     tables = PROJECT_INPUTS_HAND_DEFAULT if backward == "hand" else PROJECT_INPUTS_DEFAULT
     table = tables.get(backend, tables["gpu"])
     return table.get(cell.kind, True)
+
+
+def resolve_project_inputs(cell: Cell, backward: str, project_inputs: Optional[bool] = None,
+                           backend: Optional[str] = None) -> bool:
+    """Whether :func:`unroll` projects the inputs ahead of the loop under the reverse pass
+    ``backward``: as asked, else :func:`default_project_inputs`; the hand pass of a cell
+    without a :class:`~rnn_jax.cells.ReverseRule` always does."""
+    if backward == "hand" and cell.reverse_rule is None:
+        return True
+    return project_inputs if project_inputs is not None else default_project_inputs(cell, backend, backward)
 
 
 class _Prepared(NamedTuple):
@@ -221,7 +231,8 @@ def unroll(
       project_inputs: compute ``x @ w_ih + b`` for all steps before the loop
         (True) or inside each step (False); default per device and cell,
         :func:`default_project_inputs` (which has a table per reverse pass). The
-        hand-written reverse pass projects Pascanu's and GRU's inputs ahead always.
+        hand-written reverse pass projects Pascanu's inputs ahead always
+        (:func:`resolve_project_inputs`).
       backward: the reverse pass when this is differentiated: ``"hand"``
         (:func:`rnn_jax.hand_scan.hand_scan`: the recurrent weight's gradient as one
         large product after the loop; no forward-mode autodiff) or ``"autodiff"``
@@ -236,20 +247,17 @@ def unroll(
     if not (isinstance(unroll, (int, np.integer)) and not isinstance(unroll, bool) and unroll >= 1):
         raise ValueError(f"unroll: expected a positive integer, got {unroll!r}")
     backward = resolve_backward(cell, backward, remat=remat, return_carries=return_carries)
+    project_inputs = resolve_project_inputs(cell, backward, project_inputs)
     prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
     if backward == "hand":
         xs_t = prep.xs
         if prep.lengths is not None:
             # padded inputs are zeroed before the projection (a NaN there must not reach the gradients)
-            steps = jnp.arange(xs_t.shape[0], dtype=jnp.int32).reshape((-1,) + (1,) * (xs_t.ndim - 1))
-            xs_t = jnp.where(steps < prep.lengths[..., None], xs_t, jnp.zeros_like(xs_t))
-        if project_inputs is None:
-            project_inputs = default_project_inputs(cell, backward="hand")
+            valid = valid_steps(jnp.arange(xs_t.shape[0], dtype=jnp.int32), prep.lengths)
+            xs_t = jnp.where(valid, xs_t, jnp.zeros_like(xs_t))
         final, out = hand_scan(cell, params, xs_t, prep.carry, prep.lengths, reverse=reverse, unroll=int(unroll),
                                project_inputs=project_inputs)
         return final, prep.from_time_major(out)
-    if project_inputs is None:
-        project_inputs = default_project_inputs(cell)
 
     inputs = cell.project(params, prep.xs) if project_inputs else prep.xs
     body = _masked(projected_step(cell, params, project_inputs), prep.lengths)
