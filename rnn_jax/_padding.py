@@ -24,6 +24,7 @@ def valid_steps(ts, lengths):
 
 
 def hold_padded(valid, new_carry, carry, y):
-    """``(carry', y')``: the new carry and output where ``valid``, else the old carry and 0."""
+    """``(carry', y')``: the new carry and output where ``valid``, else the old carry and 0
+    (``y`` may be a pytree: the reverse pass's cotangent blocks)."""
     new_carry = jax.tree_util.tree_map(lambda n, o: jnp.where(valid, n, o), new_carry, carry)
-    return new_carry, jnp.where(valid, y, jnp.zeros_like(y))
+    return new_carry, jax.tree_util.tree_map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), y)

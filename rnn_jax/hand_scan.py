@@ -15,7 +15,14 @@ outputs, which the scan returns anyway, and what the rule saves: nothing for Elm
 multiplied at step ``t`` is the previous output), the gates and the previous cell state
 for the LSTM, the gates, ``h W_hn + b_hn`` and the previous state for the GRU. They may
 project their inputs inside the step (never storing the ``(T, B, G*H)`` projection) and
-still get ``w_ih``'s gradient as one product after the loop. Pascanu's cell (no rule)
+still get ``w_ih``'s gradient as one product after the loop. Their reverse loop writes
+each step's cotangents over that step's saved gates, dead once read, so the cotangents
+add no ``(T, B, G*H)`` stack of their own (W3: 87.6 -> 62.6 MiB of temporaries). Two
+XLA:CPU facts shape the loop: a loop fusion that reads a column block of a dynamic slice
+is not vectorised (13x slower than reading a whole slice), and a stack read by several
+fusions and updated in place gets copied every step unless every read follows the
+update; so the loop carries the next step's saved values, sliced whole from the stacks
+it has just written, and the rules slice those. Pascanu's cell (no rule)
 differentiates :attr:`Cell.combine` with ``jax.vjp`` at every reverse step and keeps
 ``z = xp + hh`` and the carries. What is kept matters beyond its size on a CPU: XLA:CPU
 allocates a call's temporaries as one block, and glibc returns a block over 32 MiB to the
@@ -222,20 +229,56 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
         d_final, d_ys = cotangents
         w_hh_t = params.w_hh.T
 
-        def body(d_carry, inp):
-            y, saved_t, d_y, t = inp
-            d_prev, d_z = rule.backward(saved_t, y, d_carry, d_y, lambda d: d @ w_hh_t)
+        def reverse_step(d_carry, saved_t, y, d_y, t):
+            d_prev, d_blocks = rule.backward(saved_t, y, d_carry, d_y, lambda d: d @ w_hh_t)
             # padded step: the held carry's cotangent passes through, the step's own is 0
-            return (d_prev, d_z) if lengths is None else hold_padded(valid_at(t, lengths), d_prev, d_carry, d_z)
+            return (d_prev, d_blocks) if lengths is None else hold_padded(valid_at(t, lengths), d_prev, d_carry, d_blocks)
 
-        d_carry0, d_zs = jax.lax.scan(body, d_final, (ys, saved, d_ys, steps), reverse=not reverse, unroll=unroll)
-        d_hhs = d_zs if rule.hh_cotangents is None else rule.hh_cotangents(saved, d_zs)
+        # Block k of the cotangents is written over saved[k]'s stacked slot where it fits
+        # (step t's saved values are dead once read). The loop carries the slots' values for
+        # the step it is about to take, read from the stacks just written: every read of a
+        # stack then follows its writes, and XLA updates it in place instead of copying it.
+        at = lambda a, i: jax.tree_util.tree_map(lambda leaf: leaf[i], a)  # noqa: E731
+        shapes = jax.eval_shape(reverse_step, d_final, at(saved, 0), ys[0], d_ys[0], steps[0])[1]
+        slots = tuple(
+            k for k, b in enumerate(shapes)
+            if k < len(saved) and saved[k].shape[1:] == b.shape and saved[k].dtype == b.dtype
+        )
+        kept = tuple(s for k, s in enumerate(saved) if k not in slots)
+        n_steps = ys.shape[0]
+        first, step_by = (0, 1) if reverse else (n_steps - 1, -1)  # the reverse pass's order
+
+        def body(carry, inp):
+            d_carry, slot_stacks, slot_values = carry
+            y, kept_t, d_y, t = inp
+            values, kept_iter = dict(zip(slots, slot_values)), iter(kept_t)
+            saved_t = tuple(values[k] if k in values else next(kept_iter) for k in range(len(saved)))
+            d_prev, d_blocks = reverse_step(d_carry, saved_t, y, d_y, t)
+            slot_stacks = tuple(jax.lax.dynamic_update_index_in_dim(a, d_blocks[k], t, 0) for a, k in zip(slot_stacks, slots))
+            t_next = jnp.clip(t + step_by, 0, n_steps - 1)
+            slot_values = tuple(jax.lax.dynamic_index_in_dim(a, t_next, keepdims=False) for a in slot_stacks)
+            return (d_prev, slot_stacks, slot_values), tuple(b for k, b in enumerate(d_blocks) if k not in slots)
+
+        slot_stacks = tuple(saved[k] for k in slots)
+        (d_carry0, slot_stacks, _), rest = jax.lax.scan(
+            body, (d_final, slot_stacks, tuple(a[first] for a in slot_stacks)), (ys, kept, d_ys, steps),
+            reverse=not reverse, unroll=unroll,
+        )
+        written, rest_iter = dict(zip(slots, slot_stacks)), iter(rest)
+        d_blocks = tuple(written[k] if k in written else next(rest_iter) for k in range(len(shapes)))
+        d_xps = [d_blocks[k] for k in rule.xp_blocks]
+        d_hhs = [d_blocks[k] for k in (rule.xp_blocks if rule.hh_blocks is None else rule.hh_blocks)]
         d_w_hh = _recurrent_weight_grad(cell, ys, d_hhs, carry0, lengths, reverse)
-        extra = {} if rule.extra_grads is None else rule.extra_grads(d_hhs)
+        extra = {} if rule.extra_grads is None else rule.extra_grads(d_blocks)
         if project_inside:
-            d_w_ih, d_b, d_inputs = _flat(xs).T @ _flat(d_zs), _flat(d_zs).sum(axis=0), d_zs @ params.w_ih.T
+            # per block (gate): products over all (time, batch) rows, joined along the columns
+            flat_x = _flat(xs)
+            w_ih_blocks = jnp.split(params.w_ih, len(d_xps), axis=-1)
+            d_w_ih = _columns([flat_x.T @ _flat(d) for d in d_xps])
+            d_b = _columns([_flat(d).sum(axis=0) for d in d_xps])
+            d_inputs = sum(d @ w.T for d, w in zip(d_xps, w_ih_blocks))
         else:
-            d_w_ih, d_b, d_inputs = jnp.zeros_like(params.w_ih), jnp.zeros_like(params.b), d_zs
+            d_w_ih, d_b, d_inputs = jnp.zeros_like(params.w_ih), jnp.zeros_like(params.b), _columns(d_xps)
         d_params = params._replace(
             w_ih=d_w_ih.astype(params.w_ih.dtype), b=d_b.astype(params.b.dtype), w_hh=d_w_hh.astype(params.w_hh.dtype),
             **{name: g.astype(getattr(params, name).dtype) for name, g in extra.items()},
@@ -251,20 +294,27 @@ def _flat(a):
     return a.reshape(-1, a.shape[-1])
 
 
-def _recurrent_weight_grad(cell: Cell, ys, d_zs, carry0, lengths, reverse: bool):
-    """``dW_hh = Σ_t h_prev(t)ᵀ δz_t`` over all ``(time, batch)`` rows as one product.
+def _columns(blocks):
+    """Blocks joined along their last axis (one block: itself)."""
+    return blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=-1)
+
+
+def _recurrent_weight_grad(cell: Cell, ys, d_blocks, carry0, lengths, reverse: bool):
+    """``dW_hh = Σ_t h_prev(t)ᵀ δz_t`` over all ``(time, batch)`` rows, one product per
+    block of ``δz`` (``d_blocks``, one per gate), joined along the columns.
 
     ``h_prev(t)``, what step ``t`` multiplied by ``w_hh``, is the output of the step before
     it in scan order, or the initial carry's for the first valid step (in a reversed scan
     the padded steps come first and hold the initial carry). One of the two stacks is
-    shifted by one step: ``δz`` when it is no wider than the outputs (its shifted copy is
-    made from the loop's result, after the loop, whereas XLA makes a shifted copy of the
-    outputs as soon as they exist and keeps it alive through the loop), else the narrower
-    outputs. Padded outputs and padded ``δz`` are 0, so pairs across the padding boundary
+    shifted by one step: ``δz`` when it is one block no wider than the outputs (its shifted
+    copy is made from the loop's result, after the loop, whereas XLA makes a shifted copy of
+    the outputs as soon as they exist and keeps it alive through the loop), else the
+    outputs, once for all blocks. Padded outputs and padded ``δz`` are 0, so pairs across the padding boundary
     add nothing.
     """
     m0 = cell.recurrent_input(carry0)
-    if d_zs.shape[-1] <= ys.shape[-1]:
+    if len(d_blocks) == 1 and d_blocks[0].shape[-1] <= ys.shape[-1]:
+        d_zs = d_blocks[0]
         # Σ_s h_sᵀ δz_next(s) + m0ᵀ δz_first
         zero = jnp.zeros_like(d_zs[:1])
         if reverse:
@@ -285,4 +335,4 @@ def _recurrent_weight_grad(cell: Cell, ys, d_zs, carry0, lengths, reverse: bool)
         prev, ms = steps - 1, jnp.concatenate([m0[None], ys[:-1]], axis=0)
     if lengths is not None:
         ms = jnp.where(valid_steps(prev, lengths), ms, m0)
-    return _flat(ms).T @ _flat(d_zs)
+    return _columns([_flat(ms).T @ _flat(d) for d in d_blocks])

@@ -122,6 +122,26 @@ def test_cells_without_a_rule_take_the_vjp_path(name):
         assert _rel(grads[2], grads[0]) <= 1e-12 and _rel(grads[2], grads[1]) <= 1e-12
 
 
+@pytest.mark.parametrize("kind, saved_width", [("elman", 0), ("lstm", 5), ("gru", 5)])
+def test_cotangents_take_no_memory_of_their_own(kind, saved_width):
+    """The reverse pass writes its cotangents over the saved values they replace: per step
+    and batch row, XLA's temporaries grow by the rule's saved values (LSTM: 4 gates and the
+    previous cell state, GRU: 3 gates, ``h W_hn + b_hn`` and the previous state: 5 H each)
+    plus the outputs, their cotangent, the shifted outputs (3 H) and the time-major inputs
+    (I), not by a stacked ``(T, B, G*H)`` cotangent besides (the LSTM's would add 4 H)."""
+    b, i, h = 8, 5, 32
+    cell = rnn_jax.make(kind, h)
+    params = cell.init(jax.random.key(0), i)
+
+    def temp_bytes(steps):
+        xs = jnp.ones((b, steps, i), jnp.float32)
+        loss = lambda p, xs: jnp.sum(unroll(cell, p, xs, backward="hand")[1] ** 2)  # noqa: E731
+        return jax.jit(jax.grad(loss)).lower(params, xs).compile().memory_analysis().temp_size_in_bytes
+
+    per_step_row = (temp_bytes(128) - temp_bytes(64)) / 64 / b / 4  # float32 values
+    assert per_step_row <= saved_width * h + 3 * h + i + h / 2, per_step_row
+
+
 @pytest.mark.parametrize("name", sorted(rnn_jax.activations.ACTIVATIONS))
 def test_derivative_from_output_is_the_derivative(name):
     """What the Elman rule reads, f' written in terms of f's output, against autodiff of f
