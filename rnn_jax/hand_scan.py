@@ -234,38 +234,48 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
             # padded step: the held carry's cotangent passes through, the step's own is 0
             return (d_prev, d_blocks) if lengths is None else hold_padded(valid_at(t, lengths), d_prev, d_carry, d_blocks)
 
-        # Block k of the cotangents is written over saved[k]'s stacked slot where it fits
-        # (step t's saved values are dead once read). The loop carries the slots' values for
-        # the step it is about to take, read from the stacks just written: every read of a
+        # Block k of the cotangents is written over a stack whose step t is dead once step t
+        # has run: saved[k] where it fits, else the outputs' cotangents (Elman's δz), else it
+        # is stacked anew. The loop carries the written stacks' values for the step it is
+        # about to take, sliced whole from the stacks it has just written: every read of a
         # stack then follows its writes, and XLA updates it in place instead of copying it.
+        stacks = list(saved) + [d_ys]  # index len(saved): the outputs' cotangents
         at = lambda a, i: jax.tree_util.tree_map(lambda leaf: leaf[i], a)  # noqa: E731
         shapes = jax.eval_shape(reverse_step, d_final, at(saved, 0), ys[0], d_ys[0], steps[0])[1]
-        slots = tuple(
-            k for k, b in enumerate(shapes)
-            if k < len(saved) and saved[k].shape[1:] == b.shape and saved[k].dtype == b.dtype
-        )
-        kept = tuple(s for k, s in enumerate(saved) if k not in slots)
+        fits = lambda j, b: stacks[j].shape[1:] == b.shape and stacks[j].dtype == b.dtype  # noqa: E731
+        target = {}  # block -> stack
+        for k, b in enumerate(shapes):
+            if k < len(saved) and fits(k, b):
+                target[k] = k
+            elif len(saved) not in target.values() and fits(len(saved), b):
+                target[k] = len(saved)
+        written = sorted(target.values())
+        read = [j for j in range(len(stacks)) if j not in written]
         n_steps = ys.shape[0]
         first, step_by = (0, 1) if reverse else (n_steps - 1, -1)  # the reverse pass's order
 
         def body(carry, inp):
-            d_carry, slot_stacks, slot_values = carry
-            y, kept_t, d_y, t = inp
-            values, kept_iter = dict(zip(slots, slot_values)), iter(kept_t)
-            saved_t = tuple(values[k] if k in values else next(kept_iter) for k in range(len(saved)))
-            d_prev, d_blocks = reverse_step(d_carry, saved_t, y, d_y, t)
-            slot_stacks = tuple(jax.lax.dynamic_update_index_in_dim(a, d_blocks[k], t, 0) for a, k in zip(slot_stacks, slots))
+            d_carry, written_stacks, written_values = carry
+            y, read_t, t = inp
+            values = {**dict(zip(written, written_values)), **dict(zip(read, read_t))}
+            d_prev, d_blocks = reverse_step(d_carry, tuple(values[j] for j in range(len(saved))), y, values[len(saved)], t)
+            new_stacks = dict(zip(written, written_stacks))
+            for k, j in target.items():
+                new_stacks[j] = jax.lax.dynamic_update_index_in_dim(new_stacks[j], d_blocks[k], t, 0)
+            written_stacks = tuple(new_stacks[j] for j in written)
             t_next = jnp.clip(t + step_by, 0, n_steps - 1)
-            slot_values = tuple(jax.lax.dynamic_index_in_dim(a, t_next, keepdims=False) for a in slot_stacks)
-            return (d_prev, slot_stacks, slot_values), tuple(b for k, b in enumerate(d_blocks) if k not in slots)
+            written_values = tuple(jax.lax.dynamic_index_in_dim(a, t_next, keepdims=False) for a in written_stacks)
+            return (d_prev, written_stacks, written_values), tuple(b for k, b in enumerate(d_blocks) if k not in target)
 
-        slot_stacks = tuple(saved[k] for k in slots)
-        (d_carry0, slot_stacks, _), rest = jax.lax.scan(
-            body, (d_final, slot_stacks, tuple(a[first] for a in slot_stacks)), (ys, kept, d_ys, steps),
+        written_stacks = tuple(stacks[j] for j in written)
+        (d_carry0, written_stacks, _), rest = jax.lax.scan(
+            body,
+            (d_final, written_stacks, tuple(a[first] for a in written_stacks)),
+            (ys, tuple(stacks[j] for j in read), steps),
             reverse=not reverse, unroll=unroll,
         )
-        written, rest_iter = dict(zip(slots, slot_stacks)), iter(rest)
-        d_blocks = tuple(written[k] if k in written else next(rest_iter) for k in range(len(shapes)))
+        final_stacks, rest_iter = dict(zip(written, written_stacks)), iter(rest)
+        d_blocks = tuple(final_stacks[target[k]] if k in target else next(rest_iter) for k in range(len(shapes)))
         d_xps = [d_blocks[k] for k in rule.xp_blocks]
         d_hhs = [d_blocks[k] for k in (rule.xp_blocks if rule.hh_blocks is None else rule.hh_blocks)]
         d_w_hh = _recurrent_weight_grad(cell, ys, d_hhs, carry0, lengths, reverse)
