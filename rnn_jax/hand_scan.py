@@ -247,8 +247,11 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
         stacks = list(saved) + [d_ys]  # index len(saved): the outputs' cotangents
         at = lambda a, i: jax.tree_util.tree_map(lambda leaf: leaf[i], a)  # noqa: E731
         shapes = jax.eval_shape(reverse_step, d_final, at(saved, 0), ys[0], d_ys[0], steps[0])[1]
+        # Not with unroll > 1: the unrolled steps read the slices sliced for them directly,
+        # and XLA copies the written stack every iteration (W3 with unroll 2: 152 -> 280 ms).
         fits = lambda j, b: (  # noqa: E731
-            stacks[j].shape[1:] == b.shape and stacks[j].dtype == b.dtype and stacks[j].nbytes >= IN_PLACE_MIN_BYTES
+            unroll == 1 and stacks[j].shape[1:] == b.shape and stacks[j].dtype == b.dtype
+            and stacks[j].nbytes >= IN_PLACE_MIN_BYTES
         )
         target = {}  # block -> stack
         for k, b in enumerate(shapes):
