@@ -28,10 +28,10 @@ differentiates :attr:`Cell.combine` with ``jax.vjp`` at every reverse step and k
 allocates a call's temporaries as one block, and glibc returns a block over 32 MiB to the
 kernel on every call, so each call page-faults it back in (``benchmarks/RESULTS.md``).
 
-On a CPU (gradients of the paper's loss, B = 20, T = 200) the hand pass runs 1.6-2.2x
-faster than autodiff of the same scan for Elman with 50-128 units, 1.3-1.4x for the
-LSTM and 1.4-1.9x for the GRU with 32-128 units (``benchmarks/RESULTS.md``); it is the
-CPU default (:data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT`).
+On a CPU (gradients of the paper's loss, B = 20, T = 200) the hand pass runs 1.4-2.2x
+faster than autodiff of the same scan for Elman with 50-128 units, 1.7-2.1x for the
+LSTM and 1.9-2.2x for the GRU (``benchmarks/RESULTS.md``); it is the CPU default
+(:data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT`).
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) is not defined through a
 ``custom_vjp``: use ``unroll(..., backward="autodiff")`` for it.
 

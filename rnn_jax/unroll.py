@@ -54,10 +54,10 @@ PROJECT_INPUTS_HAND_DEFAULT = {
 
 # Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (True) or
 # autodiff of the scan, per (backend, cell kind). Measured on CPU (benchmarks/RESULTS.md):
-# Elman gradients 1.6-2.2x faster for 50-128 units (the paper's model 2.2x) and W2 1.4x,
-# LSTM 1.3-1.4x for 32-128 units and W3 5-8 %, GRU 1.4-1.9x and W4 6 % (each cell's
-# ReverseRule keeps its gates and outputs only). Accelerators keep autodiff until a
-# measurement there says otherwise.
+# with B = 20, T = 200 and 50-128 units, Elman gradients 1.4-2.2x faster, LSTM 1.7-2.1x,
+# GRU 1.9-2.2x; in the 02:47 sweep W1 1.8x, W2 1.3x, W3 1.1x, W4 1.6x (each cell's
+# ReverseRule keeps its gates and outputs only, and its cotangents overwrite the gates).
+# Accelerators keep autodiff until a measurement there says otherwise.
 HAND_BACKWARD_DEFAULT = {
     "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "gpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
