@@ -244,21 +244,9 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
         # is stacked anew. The loop carries the written stacks' values for the step it is
         # about to take, sliced whole from the stacks it has just written: every read of a
         # stack then follows its writes, and XLA updates it in place instead of copying it.
-        stacks = list(saved) + [d_ys]  # index len(saved): the outputs' cotangents
-        at = lambda a, i: jax.tree_util.tree_map(lambda leaf: leaf[i], a)  # noqa: E731
-        shapes = jax.eval_shape(reverse_step, d_final, at(saved, 0), ys[0], d_ys[0], steps[0])[1]
-        # Not with unroll > 1: the unrolled steps read the slices sliced for them directly,
-        # and XLA copies the written stack every iteration (W3 with unroll 2: 152 -> 280 ms).
-        fits = lambda j, b: (  # noqa: E731
-            unroll == 1 and stacks[j].shape[1:] == b.shape and stacks[j].dtype == b.dtype
-            and stacks[j].nbytes >= IN_PLACE_MIN_BYTES
-        )
-        target = {}  # block -> stack
-        for k, b in enumerate(shapes):
-            if k < len(saved) and fits(k, b):
-                target[k] = k
-            elif len(saved) not in target.values() and fits(len(saved), b):
-                target[k] = len(saved)
+        stacks = tuple(saved) + (d_ys,)  # index len(saved): the outputs' cotangents
+        shapes = jax.eval_shape(reverse_step, d_final, tuple(s[0] for s in saved), ys[0], d_ys[0], steps[0])[1]
+        target = _overwrite_targets(shapes, stacks, unroll)  # block -> stack
         written = sorted(target.values())
         read = [j for j in range(len(stacks)) if j not in written]
         n_steps = ys.shape[0]
@@ -267,12 +255,12 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
         def body(carry, inp):
             d_carry, written_stacks, written_values = carry
             y, read_t, t = inp
-            values = {**dict(zip(written, written_values)), **dict(zip(read, read_t))}
-            d_prev, d_blocks = reverse_step(d_carry, tuple(values[j] for j in range(len(saved))), y, values[len(saved)], t)
-            new_stacks = dict(zip(written, written_stacks))
+            values = _interleave(len(stacks), dict(zip(written, written_values)), read_t)
+            d_prev, d_blocks = reverse_step(d_carry, values[:-1], y, values[-1], t)
+            by_stack = dict(zip(written, written_stacks))
             for k, j in target.items():
-                new_stacks[j] = jax.lax.dynamic_update_index_in_dim(new_stacks[j], d_blocks[k], t, 0)
-            written_stacks = tuple(new_stacks[j] for j in written)
+                by_stack[j] = jax.lax.dynamic_update_index_in_dim(by_stack[j], d_blocks[k], t, 0)
+            written_stacks = tuple(by_stack[j] for j in written)
             t_next = jnp.clip(t + step_by, 0, n_steps - 1)
             written_values = tuple(jax.lax.dynamic_index_in_dim(a, t_next, keepdims=False) for a in written_stacks)
             return (d_prev, written_stacks, written_values), tuple(b for k, b in enumerate(d_blocks) if k not in target)
@@ -284,8 +272,8 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
             (ys, tuple(stacks[j] for j in read), steps),
             reverse=not reverse, unroll=unroll,
         )
-        final_stacks, rest_iter = dict(zip(written, written_stacks)), iter(rest)
-        d_blocks = tuple(final_stacks[target[k]] if k in target else next(rest_iter) for k in range(len(shapes)))
+        by_stack = dict(zip(written, written_stacks))
+        d_blocks = _interleave(len(shapes), {k: by_stack[j] for k, j in target.items()}, rest)
         d_xps = [d_blocks[k] for k in rule.xp_blocks]
         d_hhs = [d_blocks[k] for k in (rule.xp_blocks if rule.hh_blocks is None else rule.hh_blocks)]
         d_w_hh = _recurrent_weight_grad(cell, ys, d_hhs, carry0, lengths, reverse)
@@ -309,6 +297,35 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
     return run(params, inputs, carry0, lengths)
 
 
+def _overwrite_targets(shapes, stacks, unroll: int) -> dict:
+    """``{block k: stack j}``: the stack each cotangent block is written over, where it
+    fits. ``stacks`` are the rule's saved values, then the outputs' cotangents; block k
+    takes ``saved[k]``, else the outputs' cotangents if still free, else none (stacked
+    anew). A stack fits with the block's shape and dtype, at least
+    :data:`IN_PLACE_MIN_BYTES`, and only when the scan is not unrolled: unrolled steps read
+    the slices sliced for them directly, and XLA copies the written stack every iteration
+    (W3 with ``unroll=2``: 152 -> 280 ms)."""
+
+    def fits(j, block):
+        stack = stacks[j]
+        return (unroll == 1 and stack.shape[1:] == block.shape and stack.dtype == block.dtype
+                and stack.nbytes >= IN_PLACE_MIN_BYTES)
+
+    n_saved, target = len(stacks) - 1, {}
+    for k, block in enumerate(shapes):
+        if k < n_saved and fits(k, block):
+            target[k] = k
+        elif n_saved not in target.values() and fits(n_saved, block):
+            target[k] = n_saved
+    return target
+
+
+def _interleave(n: int, chosen: dict, rest) -> tuple:
+    """``n`` items: ``chosen[i]`` where given, else the next of ``rest``, in order."""
+    rest = iter(rest)
+    return tuple(chosen[i] if i in chosen else next(rest) for i in range(n))
+
+
 def _flat(a):
     """``(time, *batch, n)`` -> ``(time * batch, n)``, the rows of a product over all steps."""
     return a.reshape(-1, a.shape[-1])
@@ -329,8 +346,8 @@ def _recurrent_weight_grad(cell: Cell, ys, d_blocks, carry0, lengths, reverse: b
     shifted by one step: ``δz`` when it is one block no wider than the outputs (its shifted
     copy is made from the loop's result, after the loop, whereas XLA makes a shifted copy of
     the outputs as soon as they exist and keeps it alive through the loop), else the
-    outputs, once for all blocks. Padded outputs and padded ``δz`` are 0, so pairs across the padding boundary
-    add nothing.
+    outputs, once for all blocks. Padded outputs and padded ``δz`` are 0, so pairs across
+    the padding boundary add nothing.
     """
     m0 = cell.recurrent_input(carry0)
     if len(d_blocks) == 1 and d_blocks[0].shape[-1] <= ys.shape[-1]:
