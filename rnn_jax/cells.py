@@ -482,23 +482,25 @@ def gru(
         # z, n and hn (W4 0.88-0.955x against stacking the cotangents anew)
         return RNNState(hidden), hidden, (r, z, n, hn, carry.hidden)
 
+    # xp's cotangent is blocks 0-2; hh's is 0, 1 and 3, the candidate's block times the
+    # reset gate, by which its recurrent part enters
+    xp_blocks, hh_blocks = (0, 1, 2), (0, 1, 3)
+
     def backward(saved, y, d_carry, d_y, times_w_hh_t):
         r, z, n, hn, h_prev = saved
         d_h = d_carry.hidden + d_y
         d_pre_n = d_h * (1 - z) * (1 - n * n)
         d_pre_r = d_pre_n * hn * r * (1 - r)
         d_pre_z = d_h * (h_prev - n) * z * (1 - z)
-        # xp's cotangent is blocks 0-2; hh's is 0, 1 and 3, the candidate's block times the
-        # reset gate, by which its recurrent part enters
         d_blocks = (d_pre_r, d_pre_z, d_pre_n, d_pre_n * r)
-        d_hh = jnp.concatenate([d_pre_r, d_pre_z, d_blocks[3]], axis=-1)
+        d_hh = jnp.concatenate([d_blocks[k] for k in hh_blocks], axis=-1)
         return RNNState(times_w_hh_t(d_hh) + d_h * z), d_blocks
 
     def extra_grads(d_blocks):
         return {"b_hn": d_blocks[3].reshape(-1, h).sum(axis=0)}
 
     return _build("gru", h, "tanh", 3, init, _without_saved(forward), GRUParams, RNNState,
-                  reverse_rule=ReverseRule(forward, backward, xp_blocks=(0, 1, 2), hh_blocks=(0, 1, 3),
+                  reverse_rule=ReverseRule(forward, backward, xp_blocks=xp_blocks, hh_blocks=hh_blocks,
                                            extra_grads=extra_grads))
 
 
