@@ -83,6 +83,9 @@ Array = jax.Array
 MEMBER_GROUP = 4
 """Members per group in :func:`engine_loss_and_grads` (see there; measured on XLA:CPU)."""
 
+BLOCK = 16
+"""Time steps per weight-gradient contraction when the loops follow the valid length."""
+
 BOUNDED = ("tanh", "sigmoid")
 """Activations whose states stay finite whatever the inputs (see ``masked`` below)."""
 
@@ -276,6 +279,12 @@ def loss_and_grads(
     p, r = params.cell, params.readout
     if lengths is not None:
         lengths = jnp.clip(lengths, 0, time).astype(jnp.int32)
+    # The loops run over the steps some sequence still needs: ``trip`` = the longest valid length
+    # (traced: a while loop), so an update costs what its sequences' length costs, not what the
+    # padded array's T does. Every step from ``trip`` on is padded for every sequence, where the
+    # forward keeps (or, bounded, ignores) the carry and the backward hands δ on unchanged, so
+    # skipping them changes nothing.
+    trip = time if lengths is None else jnp.max(lengths, initial=0)
     # A bounded activation keeps every state finite, so the recurrence may run on over the
     # padded steps: nothing the loss reads depends on them (it reads steps < length and its
     # cotangent enters there), and a finite state times a zero cotangent is zero. That
@@ -283,7 +292,6 @@ def loss_and_grads(
     # there (inf · 0 = nan), so they keep the carry at padded steps as the unroll does.
     masked = lengths is not None and cell.activation not in BOUNDED
     valid_step = (lambda t: _padding.valid_at(t, lengths)) if masked else (lambda t: None)
-    steps = jnp.arange(time, dtype=jnp.int32)
     slot = lambda buf, j: jax.lax.dynamic_index_in_dim(buf, j, axis=2, keepdims=False)
 
     # ---- forward. history (M, B, T + 1, H), slot j = y_{j-1}: the output of the carry before
@@ -305,9 +313,12 @@ def loss_and_grads(
         y_new = new if elman else act.fn(new)
         return (new, jax.lax.dynamic_update_index_in_dim(history, y_new, t + 1, axis=2)), None
 
+    # slots past T + 1, up to a whole number of BLOCKs: the weight-gradient contractions below
+    # read whole blocks (never written: their d is 0)
+    slots = time + 1 if lengths is None else -(-(time + 1) // BLOCK) * BLOCK
     s0 = jnp.zeros((m, b, hidden), dtype)
-    history0 = jnp.full((m, b, time + 1, hidden), 0 if elman else act.fn(jnp.zeros((), dtype)), dtype)
-    (_, history), _ = jax.lax.scan(forward, (s0, history0), steps)
+    history0 = jnp.full((m, b, slots, hidden), 0 if elman else act.fn(jnp.zeros((), dtype)), dtype)
+    _, history = jax.lax.fori_loop(0, trip, lambda t, c: forward(c, t)[0], (s0, history0))
 
     w_hh_t = jnp.swapaxes(p.w_hh, 1, 2)
     w_out_t = jnp.swapaxes(r.w, 1, 2)
@@ -319,7 +330,7 @@ def loss_and_grads(
     # it when masked, so the final slot serves then)
     if on == "last":
         if lengths is None or masked:
-            y_read = history[:, :, time]
+            y_read = slot(history, trip)
         else:
             y_read = jnp.take_along_axis(history, lengths.reshape(m, b, 1, 1), axis=2)[:, :, 0]
         if lengths is not None:
@@ -393,16 +404,29 @@ def loss_and_grads(
 
     carry = Carry(delta0, delta0 if masked else zm, jnp.zeros_like(history), value, readout, zm, zm,
                   jnp.zeros_like(p.w_hh) if regularize else zm)
-    carry, _ = jax.lax.scan(backward, carry, steps, reverse=True)
+    carry = jax.lax.fori_loop(0, trip, lambda i, c: backward(c, trip - 1 - i)[0], carry)
 
-    # ---- the cell's weight gradients: Σ over steps and sequences, each one contraction
-    flat = lambda a: a.reshape(m, -1, a.shape[-1])
-    xs_padded = jnp.pad(xs, ((0, 0), (0, 0), (0, 1), (0, 0)))  # slot T of ds is 0
-    cell_grads = ElmanParams(
-        jnp.einsum("mki,mkh->mih", flat(xs_padded), flat(carry.ds)),
-        jnp.einsum("mkj,mkh->mjh", flat(history), flat(carry.ds)),
-        jnp.sum(carry.ds, axis=(1, 2)),
-    )
+    # ---- the cell's weight gradients: Σ over steps and sequences, each one contraction (with
+    # lengths: one per BLOCK of steps, over the blocks up to ``trip``, so they follow the length too)
+    xs_padded = jnp.pad(xs, ((0, 0), (0, 0), (0, slots - time), (0, 0)))  # ds is 0 from slot T on
+    if lengths is None:
+        flat = lambda a: a.reshape(m, -1, a.shape[-1])
+        cell_grads = ElmanParams(
+            jnp.einsum("mki,mkh->mih", flat(xs_padded), flat(carry.ds)),
+            jnp.einsum("mkj,mkh->mjh", flat(history), flat(carry.ds)),
+            jnp.sum(carry.ds, axis=(1, 2)),
+        )
+    else:
+        block = lambda a, j: jax.lax.dynamic_slice_in_dim(a, j * BLOCK, BLOCK, axis=2)
+
+        def accumulate(j, g):
+            d = block(carry.ds, j)
+            return ElmanParams(g.w_ih + jnp.einsum("mbki,mbkh->mih", block(xs_padded, j), d),
+                               g.w_hh + jnp.einsum("mbkj,mbkh->mjh", block(history, j), d),
+                               g.b + jnp.sum(d, axis=(1, 2)))
+
+        zero = ElmanParams(jnp.zeros_like(p.w_ih), jnp.zeros_like(p.w_hh), jnp.zeros_like(p.b))
+        cell_grads = jax.lax.fori_loop(0, -(-trip // BLOCK), accumulate, zero)
     grads = ModelParams(cell_grads, carry.readout)
     omega = zm
     if regularize:

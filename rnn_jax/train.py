@@ -32,7 +32,7 @@ import optax
 
 from rnn_jax import fused, model, optim
 from rnn_jax.cells import Cell
-from rnn_jax.tasks.base import Task, lengths as batch_lengths
+from rnn_jax.tasks.base import Task, draw_length as batch_draw_length, lengths as batch_lengths
 
 RUNNING, SOLVED, DIVERGED, EXHAUSTED = 0, 1, 2, 3
 STATUS_NAMES = {RUNNING: "running", SOLVED: "solved", DIVERGED: "diverged", EXHAUSTED: "exhausted"}
@@ -65,6 +65,15 @@ class Setup(NamedTuple):
       eval_batch_size: sequences per evaluation batch (memory bound).
       readout_weight_init: initialiser of the readout matrix.
       dtype: parameter and input dtype.
+      length_seed: the seed of the minibatch lengths (tasks with a length range). The
+        nominal length of update ``n`` (n = 0, 1, ... a member's update count) is drawn
+        uniformly from the task's range with a key made of ``length_seed`` and ``n``
+        alone, so every member of a sweep draws the same i.i.d. uniform sequence of
+        lengths, and all running members of one compiled program train on the same length
+        at each update (they share update counts). That is what lets an update cost what
+        its length costs: the engine's hand-written pass (:mod:`rnn_jax.fused`, Elman-type
+        cells) loops over the drawn length only, not over ``steps``; other cells pay for
+        ``steps``. A member trained alone draws the same lengths as in a sweep.
     """
 
     cell: Cell
@@ -77,6 +86,7 @@ class Setup(NamedTuple):
     eval_batch_size: int = 1_000
     readout_weight_init: Any = "uniform"
     dtype: Any = jnp.float32
+    length_seed: int = 0
 
     @property
     def steps(self) -> int:
@@ -91,6 +101,7 @@ class Stats(NamedTuple):
     grad_norm: jax.Array  # sum of global gradient norms (Ω's term included)
     omega: jax.Array  # sum of Ω values (0 without the regulariser)
     clipped: jax.Array  # int32: updates whose gradient norm exceeded hp["clip"]
+    max_grad_norm: jax.Array  # the largest global gradient norm of an applied update (0 before any)
 
 
 class MemberState(NamedTuple):
@@ -113,7 +124,7 @@ class MemberState(NamedTuple):
 
 def _zero_stats(dtype) -> Stats:
     zi, zf = jnp.zeros((), jnp.int32), jnp.zeros((), dtype)
-    return Stats(zi, zf, zf, zf, zi)
+    return Stats(zi, zf, zf, zf, zi, zf)
 
 
 def check_hparams(setup: Setup, hparams: Hparams, members: Optional[int] = None) -> int:
@@ -203,23 +214,40 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def train_step(setup: Setup, hp: Hparams, state: MemberState) -> MemberState:
+def minibatch_length(setup: Setup, step: jax.Array) -> jax.Array:
+    """The nominal length T of update number ``step`` (int32): uniform over the task's range,
+    from ``setup.length_seed`` and ``step`` alone (see :class:`Setup`)."""
+    task = setup.task
+    key = jax.random.fold_in(jax.random.PRNGKey(setup.length_seed), step)
+    return batch_draw_length(key, task.min_length, task.max_length)
+
+
+def train_step(setup: Setup, hp: Hparams, state: MemberState, step_limit: Optional[jax.Array] = None):
     """One update of ONE member (unbatched; ``vmap`` it over members).
 
-    Draws a fresh minibatch from the member's key, computes the loss and its
-    gradient (plus ``α ∂Ω/∂W_hh`` when ``setup.regularize``), applies the
-    member's optimizer, and commits the update only if the member is RUNNING and
-    the loss and new parameters are finite; otherwise a RUNNING member becomes
-    DIVERGED with its last finite parameters.
+    Draws a fresh minibatch from the member's key (its nominal length from
+    :func:`minibatch_length`), computes the loss and its gradient (plus
+    ``α ∂Ω/∂W_hh`` when ``setup.regularize``), applies the member's optimizer, and
+    commits the update only if the member is RUNNING, below ``step_limit`` updates
+    (if given) and the loss and new parameters are finite; otherwise a RUNNING
+    member becomes DIVERGED with its last finite parameters.
+
+    Returns ``(state, grad_norm)``: the new state and the global gradient norm of this
+    update (nan when nothing was applied).
     """
     key, k_batch = jax.random.split(state.key)
-    batch = setup.task.sample(k_batch, setup.batch_size, setup.steps)
+    running = state.status == RUNNING
+    if step_limit is not None:
+        running = running & (state.step < step_limit)
+    # A frozen member's update is discarded: it draws the shortest length, so that under vmap it
+    # never lengthens the loop of the members that do train.
+    nominal = jnp.where(running, minibatch_length(setup, state.step), setup.task.min_length).astype(jnp.int32)
+    batch = setup.task.sample(k_batch, setup.batch_size, setup.steps, nominal_length=nominal)
     batch = batch._replace(inputs=batch.inputs.astype(setup.dtype))
     loss, omega, grads = _loss_and_grads(setup, hp, state.params, batch)
     optimizer = setup.make_optimizer(hp)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    running = state.status == RUNNING
     finite = jnp.isfinite(loss) & _all_finite(params)
     commit = running & finite
     keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(commit, n, o), new, old)
@@ -227,14 +255,16 @@ def train_step(setup: Setup, hp: Hparams, state: MemberState) -> MemberState:
     clipped = grad_norm > hp["clip"] if "clip" in hp else jnp.zeros((), bool)
     s = state.stats
     c = commit.astype(jnp.int32)
+    applied_norm = jnp.where(commit, grad_norm, 0).astype(s.grad_norm.dtype)
     stats = Stats(
         updates=s.updates + c,
         loss=s.loss + jnp.where(commit, loss, 0).astype(s.loss.dtype),
-        grad_norm=s.grad_norm + jnp.where(commit, grad_norm, 0).astype(s.grad_norm.dtype),
+        grad_norm=s.grad_norm + applied_norm,
         omega=s.omega + jnp.where(commit, omega, 0).astype(s.omega.dtype),
         clipped=s.clipped + (commit & clipped).astype(jnp.int32),
+        max_grad_norm=jnp.maximum(s.max_grad_norm, applied_norm),
     )
-    return MemberState(
+    new_state = MemberState(
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
         key=jnp.where(running, key, state.key),
@@ -243,19 +273,30 @@ def train_step(setup: Setup, hp: Hparams, state: MemberState) -> MemberState:
         error=state.error,
         stats=stats,
     )
+    return new_state, jnp.where(commit, grad_norm, jnp.nan).astype(s.grad_norm.dtype)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def train_chunk(setup: Setup, hparams: Hparams, state: MemberState, num_steps: int) -> MemberState:
-    """``num_steps`` updates of every member: a ``lax.scan`` over a vmapped :func:`train_step`."""
+@functools.partial(jax.jit, static_argnums=(0, 3), static_argnames=("return_norms",))
+def train_chunk(setup: Setup, hparams: Hparams, state: MemberState, num_steps: int,
+                step_limit: Optional[jax.Array] = None, *, return_norms: bool = False):
+    """``num_steps`` updates of every member: a ``lax.scan`` over a vmapped :func:`train_step`.
+
+    ``step_limit`` (an int scalar, traced): members stop updating once they have made
+    that many updates (a budget that ``num_steps`` does not divide, without a second
+    program). Returns the new state, and with ``return_norms=True`` also the
+    ``(num_steps, members)`` global gradient norms of the updates (nan where a member
+    applied none).
+    """
     hp = _member_hparams(hparams, setup.dtype)
-    step = jax.vmap(lambda h, s: train_step(setup, h, s))
+    limit = None if step_limit is None else jnp.asarray(step_limit, jnp.int32)
+    step = jax.vmap(lambda h, s: train_step(setup, h, s, limit))
 
     def body(s, _):
-        return step(hp, s), None
+        s, norms = step(hp, s)
+        return s, norms if return_norms else None
 
-    state, _ = jax.lax.scan(body, state, None, length=num_steps)
-    return state
+    state, norms = jax.lax.scan(body, state, None, length=num_steps)
+    return (state, norms) if return_norms else state
 
 
 def member_error(setup: Setup, params, key: jax.Array) -> jax.Array:
@@ -303,4 +344,5 @@ def stats_means(stats: Stats) -> Dict[str, np.ndarray]:
             "grad_norm": np.asarray(stats.grad_norm, np.float64) / n,
             "omega": np.asarray(stats.omega, np.float64) / n,
             "clipped_fraction": np.asarray(stats.clipped, np.float64) / n,
+            "max_grad_norm": np.where(n > 0, np.asarray(stats.max_grad_norm, np.float64), np.nan),
         }

@@ -49,9 +49,11 @@ def _assert_same(a, b, tol):
     assert sorted(a) == sorted(b) == list(range(8))
     for i in a:
         assert a[i]["outcome"] == b[i]["outcome"] and a[i]["steps"] == b[i]["steps"], (a[i], b[i])
-        for k in ("loss", "grad_norm", "omega", "spectral_radius"):
-            np.testing.assert_allclose(a[i]["metrics"][k], b[i]["metrics"][k], rtol=tol, atol=tol)
-        np.testing.assert_allclose(a[i]["error"], b[i]["error"], atol=tol)
+        num = lambda v: np.nan if v is None else v  # None: not finite (strict JSON)
+        for k in ("loss", "grad_norm", "omega", "spectral_radius", "grad_norm_max", "run_grad_norm_max"):
+            np.testing.assert_allclose(num(a[i]["metrics"][k]), num(b[i]["metrics"][k]), rtol=tol, atol=tol)
+        assert a[i]["metrics"]["run_explosions"] == b[i]["metrics"]["run_explosions"]
+        np.testing.assert_allclose(num(a[i]["error"]), num(b[i]["error"]), atol=tol)
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +151,13 @@ def test_exploding_members_are_reported_and_no_file_holds_nan(tmp_path):
     seen = []
     results = sweep.run_sweep(setup, members, str(tmp_path), max_steps=30, chunk_steps=10, progress=False,
                               on_chunk=lambda c, h: seen.append(sweep.load_checkpoint(
-                                  str(tmp_path), h, json.load(open(tmp_path / sweep.CHECKPOINT_META))["fingerprint"])))
+                                  str(tmp_path), {"state": h, "run_max": 0, "run_explosions": 0},
+                                  json.load(open(tmp_path / sweep.CHECKPOINT_META))["fingerprint"])))
     outcomes = {r["member"]: r["outcome"] for r in results}
     assert outcomes[1] == outcomes[3] == "diverged"
     assert outcomes[0] == outcomes[2] == "exhausted" and all(r["steps"] == 30 for r in results if r["member"] in (0, 2))
-    for state, _ in seen:  # every checkpoint written during the run
+    for ck, _ in seen:  # every checkpoint written during the run
+        state = ck["state"]
         assert all(np.isfinite(np.asarray(leaf, np.float64)).all()
                    for leaf in jax.tree_util.tree_leaves(state.params))
     for r in results:

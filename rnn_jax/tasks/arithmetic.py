@@ -36,9 +36,9 @@ def _arithmetic(name: str, min_length: int, max_length: int, dtype) -> Task:
     max_steps = longest + longest // 10 - 1
     combine = COMBINE[name]
 
-    def generate(key, batch_size, length):
+    def generate(key, batch_size, length, nominal=None):
         k_length, k_extra, k_p0, k_p1, k_value = jax.random.split(key, 5)
-        t = draw_length(k_length, min_length, max_length)
+        t = draw_length(k_length, min_length, max_length) if nominal is None else nominal
         total = t + jax.random.randint(k_extra, (), 0, t // 10, dtype=jnp.int32)
         p0 = jax.random.randint(k_p0, (batch_size,), 0, total // 10, dtype=jnp.int32)
         p1 = total // 10 + jax.random.randint(k_p1, (batch_size,), 0, (4 * total) // 10, dtype=jnp.int32)
@@ -57,7 +57,7 @@ def _arithmetic(name: str, min_length: int, max_length: int, dtype) -> Task:
         output_size=1,
         loss="mse",
         on="last",
-        sample=make_sample(name, max_steps, generate),
+        sample=make_sample(name, max_steps, generate, (min_length, max_length)),
         error=thresholded_squared_error,
         success_threshold=PATHOLOGICAL_SUCCESS,
         min_length=min_length,

@@ -134,16 +134,19 @@ def prefix_mask(batch_size: int, length: int, valid_steps: Array, dtype) -> Arra
     return jnp.broadcast_to((steps(length) < valid_steps).astype(dtype), (batch_size, length))
 
 
-def make_sample(name: str, max_steps: int, generate: Callable[[Array, int, int], Batch]) -> Callable[..., Batch]:
-    """Wrap ``generate(key, batch_size, length)`` with argument checks and a jit.
+def make_sample(name: str, max_steps: int, generate: Callable[..., Batch],
+                length_range: Optional[tuple] = None) -> Callable[..., Batch]:
+    """Wrap ``generate(key, batch_size, length[, nominal])`` with argument checks and a jit.
 
     The checks run in Python before anything is staged (``batch_size`` and
     ``length`` are static), so a bad call fails with a clear message, under an
-    outer ``jit`` or ``vmap`` too.
+    outer ``jit`` or ``vmap`` too. ``length_range`` ``(min_length, max_length)``:
+    the task draws its nominal length T from it, and ``generate`` then accepts a
+    given ``nominal`` T instead (``sample(..., nominal_length=T)``).
     """
     jitted = jax.jit(generate, static_argnums=(1, 2))
 
-    def sample(key: Array, batch_size: int, length: Optional[int] = None) -> Batch:
+    def sample(key: Array, batch_size: int, length: Optional[int] = None, *, nominal_length: Any = None) -> Batch:
         check_key(f"{name}.sample key", key)
         batch_size = check_positive_int(f"{name}.sample batch_size", batch_size)
         length = max_steps if length is None else check_positive_int(f"{name}.sample length", length)
@@ -152,13 +155,44 @@ def make_sample(name: str, max_steps: int, generate: Callable[[Array, int, int],
                 f"{name}.sample: length {length} cannot hold the longest sequence this task draws "
                 f"({max_steps} steps); pass length >= {max_steps} or leave it out"
             )
-        return jitted(key, batch_size, length)
+        if nominal_length is None:
+            return jitted(key, batch_size, length)
+        if length_range is None:
+            raise TypeError(f"{name}.sample: this task draws its own lengths; nominal_length is not supported")
+        nominal = check_nominal_length(f"{name}.sample nominal_length", nominal_length, *length_range)
+        return jitted(key, batch_size, length, nominal)
 
     sample.__doc__ = (
-        f"Draw a {name} minibatch: ``sample(key, batch_size, length={max_steps})`` -> Batch with "
-        f"``length`` time steps (at least {max_steps})."
+        f"Draw a {name} minibatch: ``sample(key, batch_size, length={max_steps}, *, nominal_length=None)`` -> "
+        f"Batch with ``length`` time steps (at least {max_steps}). ``nominal_length``: the minibatch's T "
+        f"(a scalar int, concrete or traced) instead of the task's own draw; a concrete one is checked to "
+        f"lie in the task's range, a traced one cannot be and is used as it comes."
     )
     return sample
+
+
+def check_nominal_length(name: str, value: Any, min_length: int, max_length: int) -> Array:
+    """A minibatch's nominal length T: an int32 scalar in the task's range ``[min, max)`` (``min`` if equal).
+
+    Concrete values are checked; a traced one is returned as int32 unchecked (it cannot be
+    inspected at trace time).
+    """
+    arr = jnp.asarray(value) if not isinstance(value, jax.Array) else value
+    if arr.ndim != 0 or not jnp.issubdtype(arr.dtype, jnp.integer):
+        raise TypeError(f"{name}: expected an integer scalar, got {describe_value(value)}")
+    if not isinstance(arr, jax.core.Tracer):
+        v, hi = int(arr), (max_length - 1 if max_length > min_length else min_length)
+        if not min_length <= v <= hi:
+            raise ValueError(f"{name}: expected a length in [{min_length}, {hi}] (the task's range), got {v}")
+    return arr.astype(jnp.int32)
+
+
+def describe_value(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"array of shape {tuple(shape)} and dtype {dtype}"
+    return f"{type(value).__name__} {value!r}"
 
 
 # ---------------------------------------------------------------- error measures

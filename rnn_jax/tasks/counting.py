@@ -41,9 +41,9 @@ def counting_ones(min_length: int = 10, max_length: int = 10, *, dtype=jnp.float
     longest = check_lengths(name, min_length, max_length)
     dtype = check_dtype(name, dtype)
 
-    def generate(key, batch_size, length):
+    def generate(key, batch_size, length, nominal=None):
         k_length, k_bits = jax.random.split(key)
-        t = draw_length(k_length, min_length, max_length)
+        t = draw_length(k_length, min_length, max_length) if nominal is None else nominal
         mask = prefix_mask(batch_size, length, t, dtype)
         bits = jax.random.bernoulli(k_bits, 0.5, (batch_size, length)).astype(dtype) * mask
         return Batch(bits[:, :, None], jnp.sum(bits, axis=1, keepdims=True), mask)
@@ -54,7 +54,7 @@ def counting_ones(min_length: int = 10, max_length: int = 10, *, dtype=jnp.float
         output_size=1,
         loss="mse",
         on="last",
-        sample=make_sample(name, longest, generate),
+        sample=make_sample(name, longest, generate, (min_length, max_length)),
         error=squared_error,
         success_threshold=COUNTING_SUCCESS,
         min_length=min_length,

@@ -56,9 +56,9 @@ def noiseless_memorization(
     max_steps = longest + 2 * n_positions
     blank = n_values  # the target class of the steps before recall; inputs: channel n_values waits, n_values+1 goes
 
-    def generate(key, batch_size, length):
+    def generate(key, batch_size, length, nominal=None):
         k_length, k_pattern = jax.random.split(key)
-        t = draw_length(k_length, min_length, max_length)
+        t = draw_length(k_length, min_length, max_length) if nominal is None else nominal
         pattern = jax.random.randint(k_pattern, (batch_size, n_positions), 0, n_values, dtype=jnp.int32)
         time = steps(length)
         go_step = t + n_positions
@@ -82,7 +82,7 @@ def noiseless_memorization(
         output_size=n_values + 1,
         loss="xent",
         on="every",
-        sample=make_sample(name, max_steps, generate),
+        sample=make_sample(name, max_steps, generate, (min_length, max_length)),
         error=any_step_error,
         success_threshold=PATHOLOGICAL_SUCCESS,
         min_length=min_length,

@@ -35,9 +35,9 @@ def _temporal_order(name: str, min_length: int, max_length: int, dtype) -> Task:
     starts = WINDOW_STARTS[name]
     n_bits = len(starts)
 
-    def generate(key, batch_size, length):
+    def generate(key, batch_size, length, nominal=None):
         k_length, k_position, k_bit, k_distractor = jax.random.split(key, 4)
-        t = draw_length(k_length, min_length, max_length)
+        t = draw_length(k_length, min_length, max_length) if nominal is None else nominal
         width = t // 10
         symbols = jax.random.randint(k_distractor, (batch_size, length), 2, N_SYMBOLS, dtype=jnp.int32)
         bits = jax.random.randint(k_bit, (n_bits, batch_size), 0, 2, dtype=jnp.int32)
@@ -57,7 +57,7 @@ def _temporal_order(name: str, min_length: int, max_length: int, dtype) -> Task:
         output_size=2**n_bits,
         loss="xent",
         on="last",
-        sample=make_sample(name, longest, generate),
+        sample=make_sample(name, longest, generate, (min_length, max_length)),
         error=argmax_error,
         success_threshold=PATHOLOGICAL_SUCCESS,
         min_length=min_length,

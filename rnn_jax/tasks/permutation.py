@@ -36,9 +36,9 @@ def random_permutation(min_length: int = 50, max_length: int = 200, *, dtype=jnp
     longest = check_lengths(name, min_length, max_length)
     dtype = check_dtype(name, dtype)
 
-    def generate(key, batch_size, length):
+    def generate(key, batch_size, length, nominal=None):
         k_length, k_first, k_rest = jax.random.split(key, 3)
-        t = draw_length(k_length, min_length, max_length)
+        t = draw_length(k_length, min_length, max_length) if nominal is None else nominal
         first = jax.random.randint(k_first, (batch_size,), 0, 2, dtype=jnp.int32)
         rest = jax.random.randint(k_rest, (batch_size, length), 2, N_SYMBOLS, dtype=jnp.int32)
         symbols = jnp.where(steps(length)[None, :] == 0, first[:, None], rest)
@@ -52,7 +52,7 @@ def random_permutation(min_length: int = 50, max_length: int = 200, *, dtype=jnp
         output_size=N_SYMBOLS,
         loss="xent",
         on="last",
-        sample=make_sample(name, longest, generate),
+        sample=make_sample(name, longest, generate, (min_length, max_length)),
         error=argmax_error,
         success_threshold=PATHOLOGICAL_SUCCESS,
         min_length=min_length,
