@@ -20,11 +20,23 @@ parameters can be compared with it field by field.
 
 The document trains on one fixed set of 500 sequences; draw it once with a fixed
 key: ``task.sample(jax.random.key(1), 500)``.
+
+The document's own draws. Its code fixes every random number with NumPy's legacy
+generator: ``np.random.seed(19910715)``, then ``W_hh = randn(2, 2)``, the SVD of
+``W_hh`` and the optional hand-set ``s[0,0]`` (``W_hh = u·diag(s)·v``, no draw),
+``b_hh = randn(2)``, ``W_hi = randn(2, 3)``, ``W_yh = randn(1, 2)``,
+``b_yh = randn(1)`` (:func:`document_teacher`), then the data
+``randn(500, seq_len, 3)`` from the same stream (:func:`document_inputs`); the
+student is ``RandomState(1234).normal(scale=0.01)`` for ``W_uh (3, 2)``,
+``W_hh (2, 2)``, ``W_hy (2, 1)`` in that order and zero biases
+(:func:`document_student`). ``np.random.RandomState(seed)`` gives the same numbers
+as ``np.random.seed(seed)`` followed by ``np.random.*`` (it is the same Mersenne
+twister and Gaussian sampler), without touching NumPy's global state.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +47,10 @@ from rnn_jax._checks import check_key, check_positive_int, is_concrete
 from rnn_jax.cells import Cell, ElmanParams, elman
 from rnn_jax.readout import ReadoutParams
 from rnn_jax.tasks.base import Batch, Task, check_dtype, check_lengths, draw_length, make_sample, prefix_mask, squared_error
+
+# The document's seeds (``rnn_generator.py`` and ``my_rnn.py``).
+DOCUMENT_TEACHER_SEED = 19910715
+DOCUMENT_STUDENT_SEED = 1234
 
 # Our choice, not the document's: its converged costs are 1e-5 or below, its
 # stuck (exploding) runs stay at 4.5e-3; 1e-4 separates the two.
@@ -158,4 +174,129 @@ def teacher_student(
         min_length=min_length,
         max_length=max_length,
         max_steps=longest,
+    )
+
+
+# ---------------------------------------------------------------- the document's own draws
+
+
+def _check_seed(what: str, seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 32:
+        raise ValueError(f"{what}: expected an integer NumPy seed in [0, 2**32), got {seed!r}")
+    return int(seed)
+
+
+class DocumentTeacher(NamedTuple):
+    """The teacher of ``rnn_generator.py`` and the generator positioned after its draws.
+
+    params: :class:`rnn_jax.model.ModelParams` of float64 NumPy arrays in this project's
+      row-vector layout (``w_hh = W_hh.T``, ``w_ih = W_hi.T``, readout ``w = W_yh.T``);
+      convert with ``jax.tree_util.tree_map(jnp.asarray, params)`` (float64 needs
+      ``jax_enable_x64``).
+    singular_values: ``W_hh``'s singular values after the hand-set ``s[0,0]``, sorted.
+    drawn_singular_values: those of the drawn ``W_hh`` (before ``s[0,0]`` is set).
+    rng: the ``np.random.RandomState`` after the teacher's draws: the document's data
+      come next (:func:`document_inputs`).
+    """
+
+    params: model.ModelParams
+    singular_values: np.ndarray
+    drawn_singular_values: np.ndarray
+    rng: np.random.RandomState
+
+
+def document_teacher(
+    s00: Optional[float] = None,
+    *,
+    seed: int = DOCUMENT_TEACHER_SEED,
+    input_size: int = 3,
+    hidden_size: int = 2,
+    output_size: int = 1,
+) -> DocumentTeacher:
+    """The document's teacher, drawn exactly as ``RNNGenerator.__init__`` draws it.
+
+    ``np.random.seed(seed)``; ``W_hh = randn(H, H)``; ``u, s, v = svd(W_hh)``; if
+    ``s00`` is given, ``s[0,0] = s00`` and ``W_hh = u·diag(s)·v`` (the document's
+    commented lines, with ``s[0,0] = 10`` as printed); then ``b_hh = randn(H)``,
+    ``W_hi = randn(H, I)``, ``W_yh = randn(O, H)``, ``b_yh = randn(O)``. The SVD draws
+    no random number, so the biases and the other weights are the same whatever
+    ``s00`` is. Like the document, ``s00`` replaces the drawn largest singular value
+    whether or not it stays the largest.
+
+    Args:
+      s00: the hand-set first singular value (positive), or ``None`` for ``W_hh`` as
+        drawn (the code as printed, the override commented out).
+      seed: the NumPy seed (the document's 19910715).
+      input_size, hidden_size, output_size: 3, 2, 1 in the document.
+
+    Returns:
+      :class:`DocumentTeacher` (float64 NumPy parameters, singular values and the
+      generator for the data).
+    """
+    seed = _check_seed("document_teacher seed", seed)
+    input_size = check_positive_int("document_teacher input_size", input_size)
+    hidden_size = check_positive_int("document_teacher hidden_size", hidden_size)
+    output_size = check_positive_int("document_teacher output_size", output_size)
+    if s00 is not None:
+        if isinstance(s00, bool) or not isinstance(s00, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(s00) or s00 <= 0:
+            raise ValueError(f"document_teacher s00: expected a positive number or None, got {s00!r}")
+    rng = np.random.RandomState(seed)
+    w_hh = rng.randn(hidden_size, hidden_size)
+    u, s, v = np.linalg.svd(w_hh, full_matrices=True, compute_uv=True)
+    drawn = s.copy()
+    if s00 is not None:
+        s = s.copy()
+        s[0] = float(s00)
+        w_hh = np.dot(np.dot(u, np.diag(s)), v)
+    b_hh = rng.randn(hidden_size)
+    w_hi = rng.randn(hidden_size, input_size)
+    w_yh = rng.randn(output_size, hidden_size)
+    b_yh = rng.randn(output_size)
+    params = model.ModelParams(
+        cell=ElmanParams(w_ih=np.ascontiguousarray(w_hi.T), w_hh=np.ascontiguousarray(w_hh.T), b=b_hh),
+        readout=ReadoutParams(w=np.ascontiguousarray(w_yh.T), b=b_yh),
+    )
+    return DocumentTeacher(params, np.sort(np.abs(s))[::-1], drawn, rng)
+
+
+def document_inputs(rng: np.random.RandomState, num_sequences: int, length: int, input_size: int = 3) -> np.ndarray:
+    """The document's inputs: ``rng.randn(num_sequences, length, input_size)`` (float64).
+
+    Called with :func:`document_teacher`'s ``rng`` it gives ``RNNGenerator.inputs_outputs``'s
+    ``m_inputs``. One draw fills the array in C order, so the first ``n`` sequences of a
+    draw of ``N ≥ n`` are a draw of ``n``.
+    """
+    if not isinstance(rng, np.random.RandomState):
+        raise TypeError(f"document_inputs rng: expected a numpy.random.RandomState (document_teacher(...).rng), "
+                        f"got {type(rng).__name__}")
+    num_sequences = check_positive_int("document_inputs num_sequences", num_sequences)
+    length = check_positive_int("document_inputs length", length)
+    input_size = check_positive_int("document_inputs input_size", input_size)
+    return rng.randn(num_sequences, length, input_size)
+
+
+def document_student(
+    seed: int = DOCUMENT_STUDENT_SEED, *, input_size: int = 3, hidden_size: int = 2, output_size: int = 1,
+) -> model.ModelParams:
+    """The document's student (``my_rnn.py``'s ``RNN.__init__``) as float64 NumPy arrays.
+
+    ``rng = RandomState(seed)``; ``W_uh = rng.normal(size=(I, H), scale=.01)``,
+    ``W_hh = rng.normal(size=(H, H), scale=.01)``, ``W_hy = rng.normal(size=(H, O),
+    scale=.01)`` in that order; ``b_hh``, ``b_hy`` zero. The student is written in the
+    row-vector layout already (``h_t = σ(h_{t-1} W_hh + u_t W_uh + b_hh)``,
+    ``y = h W_hy + b_hy``), so these are the fields of :func:`teacher_cell`'s parameters
+    as they are.
+    """
+    seed = _check_seed("document_student seed", seed)
+    input_size = check_positive_int("document_student input_size", input_size)
+    hidden_size = check_positive_int("document_student hidden_size", hidden_size)
+    output_size = check_positive_int("document_student output_size", output_size)
+    rng = np.random.RandomState(seed)
+    w_uh = rng.normal(size=(input_size, hidden_size), scale=.01, loc=.0)
+    w_hh = rng.normal(size=(hidden_size, hidden_size), scale=.01, loc=.0)
+    w_hy = rng.normal(size=(hidden_size, output_size), scale=.01, loc=0.0)
+    return model.ModelParams(
+        cell=ElmanParams(w_ih=w_uh, w_hh=w_hh, b=np.zeros(hidden_size)),
+        readout=ReadoutParams(w=w_hy, b=np.zeros(output_size)),
     )
