@@ -263,13 +263,14 @@ def hyperparameter_names(members: Sequence[Dict[str, Any]]) -> List[str]:
 # ---------------------------------------------------------------- driver
 
 
-def _fingerprint(setup: train.Setup, members: Sequence[dict], max_steps: int, chunk_steps: int) -> str:
+def _fingerprint(setup: train.Setup, members: Sequence[dict], max_steps: int, chunk_steps: int,
+                 confirm_size: Optional[int] = None) -> str:
     desc = {
         "cell": [setup.cell.kind, setup.cell.hidden_size, setup.cell.activation],
         "task": [setup.task.name, setup.task.min_length, setup.task.max_length, setup.steps],
         "batch_size": setup.batch_size, "regularize": setup.regularize, "eval_size": setup.eval_size,
         "dtype": str(jnp.dtype(setup.dtype)), "members": list(members), "max_steps": max_steps,
-        "chunk_steps": chunk_steps, "length_seed": setup.length_seed,
+        "chunk_steps": chunk_steps, "length_seed": setup.length_seed, "confirm_size": confirm_size,
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -304,6 +305,9 @@ def _record(member: dict, index: int, h: train.MemberState, means: Dict[str, np.
         },
     }
 
+
+COMPACT_UNIT = 4
+"""Batch sizes after compaction are ``devices · COMPACT_UNIT · 2^k`` (each size compiles once)."""
 
 EXPLOSION_FACTOR = 10.0
 """An update *explodes* when its gradient norm exceeds this many times its chunk's median."""
@@ -395,6 +399,7 @@ def run_sweep(
     progress: bool = True,
     on_chunk=None,
     compact: bool = True,
+    confirm_size: Optional[int] = None,
 ) -> List[dict]:
     """Train every member until it is solved, diverges or reaches ``max_steps`` updates.
 
@@ -413,18 +418,24 @@ def run_sweep(
       mesh: a 1-D ``members`` mesh; default every visible device.
       on_chunk: optional callback ``(chunk_index, host_state)`` (tests use it).
       compact: after each chunk, re-pack the members still running into a smaller
-        batch (sizes ``devices · 2^k``: one compile each), so that finished members
+        batch (sizes ``devices · 4 · 2^k``: one compile each), so that finished members
         stop costing compute. ``False`` keeps every member in the batch to the end.
+      confirm_size: when given, ``setup.eval_size`` sequences are a cheap screen between
+        chunks, and a member that passes it is SOLVED only once its error on
+        ``confirm_size`` fresh sequences is under the threshold too (the paper: 10,000);
+        otherwise it trains on. Its recorded ``error`` is then the confirmed one.
 
     Returns:
       Every member's result record (from this run and earlier ones), by member index.
     """
     from rnn_jax._checks import check_positive_int as check
     max_steps, chunk_steps = check("max_steps", max_steps), check("chunk_steps", chunk_steps)
+    if confirm_size is not None:
+        confirm_size = check("confirm_size", confirm_size)
     members = check_members(setup, members)
     hp_names = hyperparameter_names(members)
     writer = jax.process_index() == 0
-    fingerprint = _fingerprint(setup, members, max_steps, chunk_steps)
+    fingerprint = _fingerprint(setup, members, max_steps, chunk_steps, confirm_size)
     results_path, chunks_path = os.path.join(out_dir, RESULTS), os.path.join(out_dir, CHUNKS)
     if writer:
         os.makedirs(out_dir, exist_ok=True)
@@ -497,9 +508,20 @@ def run_sweep(
         state, norms = train.train_chunk(setup, shard_members(hparams, mesh), shard_members(h, mesh), num_steps,
                                          np.int32(max_steps), return_norms=True)
         state = train.evaluate_members(setup, state)
+        before = np.asarray(h.status)
         h = to_host(state)
         norms = np.asarray(to_host(norms))
-        status, step = np.asarray(h.status), np.asarray(h.step)
+        status, step = np.array(h.status), np.asarray(h.step)
+        if confirm_size is not None:
+            # a success on the screen (setup.eval_size sequences) counts once confirmed on confirm_size more
+            error = np.array(h.error)
+            for j in np.flatnonzero(real & (before == train.RUNNING) & (status == train.SOLVED)):
+                params_j = jax.tree_util.tree_map(lambda a: jnp.asarray(a[j]), h.params)
+                error[j] = float(train.confirm_error(setup, params_j, jnp.asarray(h.key[j]), jnp.asarray(h.step[j]),
+                                                     confirm_size))
+                if not error[j] < setup.task.success_threshold:
+                    status[j] = train.RUNNING
+            h = h._replace(error=error)
         status = np.where((status == train.RUNNING) & (step >= max_steps), train.EXHAUSTED, status)
         h = h._replace(status=status)
         means = train.stats_means(h.stats)
@@ -531,7 +553,7 @@ def run_sweep(
         reported.update(int(batch_ids[j]) for j in finished)
         running = real & (status == train.RUNNING)
         n_running = int(running.sum())
-        size = _bucket(n_running, len(batch_ids), n_dev) if compact else len(batch_ids)
+        size = _bucket(n_running, len(batch_ids), n_dev * COMPACT_UNIT) if compact else len(batch_ids)
         if n_running and size < len(batch_ids):
             # finished members leave the compiled batch: re-pack the running ones (frozen copies pad it)
             keep = np.flatnonzero(running)

@@ -329,6 +329,17 @@ def evaluate_members(setup: Setup, state: MemberState) -> MemberState:
     return state._replace(error=error, status=jnp.where(solved, SOLVED, state.status))
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def confirm_error(setup: Setup, params, key: jax.Array, step: jax.Array, size: int) -> jax.Array:
+    """Error of ONE member on ``size`` fresh sequences, for confirming a success seen on a smaller screen.
+
+    ``key``: the member's data key; ``step``: its update count. The sequences come from a
+    key that neither the training stream nor :func:`evaluate_members` uses.
+    """
+    confirm = setup._replace(eval_size=size, eval_batch_size=min(setup.eval_batch_size, size))
+    return member_error(confirm, params, jax.random.fold_in(jax.random.fold_in(key, 0xC0F1), step))
+
+
 def reset_stats(state: MemberState) -> MemberState:
     """Zero the per-member running sums (after they were reported)."""
     return state._replace(stats=jax.tree_util.tree_map(jnp.zeros_like, state.stats))

@@ -65,7 +65,7 @@ import numpy as np
 
 import rnn_jax
 from rnn_jax import sweep, tasks, train
-from rnn_jax.experiments import common
+from rnn_jax.experiments import common, verdicts
 
 NAME = "temporal_order"
 SCHEMES = ("sigmoid", "basic_tanh", "smart_tanh")
@@ -87,14 +87,22 @@ BATCH_SIZE = 20
 PROFILES: Dict[str, dict] = {
     # The test's: one trivially short length where every member solves within a few hundred updates.
     "tiny": dict(lengths=(10,), schemes=("basic_tanh",), optimizers=tuple(OPTIMIZERS), seeds=2,
-                 max_steps=1000, chunk_steps=250, eval_size=500),
-    # Two CPU cores, < 5 minutes with compilation (measured: 190 CPU-seconds): short lengths, a small budget,
-    # evaluations on 1,000 sequences (not 10,000) to keep early stopping cheap.
-    "quick": dict(lengths=(10, 15, 20), schemes=SCHEMES, optimizers=tuple(OPTIMIZERS), seeds=4,
-                  max_steps=3000, chunk_steps=500, eval_size=1000),
-    # A long GPU job: the paper's lengths, 10,000 eval sequences, large budgets, 16 seeds per cell.
-    "full": dict(lengths=(20, 50, 100, 150, 200), schemes=SCHEMES, optimizers=tuple(OPTIMIZERS), seeds=16,
-                 max_steps=500_000, chunk_steps=2000, eval_size=10_000),
+                 max_steps=1000, chunk_steps=250, eval_size=500, verdicts=True),
+    # A smoke test of the command on two CPU cores (< 5 minutes): lengths where the symbol windows are not
+    # degenerate, but too few seeds and updates to decide anything; it prints no verdict.
+    "quick": dict(lengths=(30, 50), schemes=SCHEMES, optimizers=tuple(OPTIMIZERS), seeds=2,
+                  max_steps=1500, chunk_steps=500, eval_size=500, verdicts=False),
+    # The measured pilot that chose the cpu profile's lengths: plain MSGD, 8 seeds, 2,000 updates; where do
+    # its gradients explode? (results in results/temporal_order_pilot/)
+    "pilot": dict(lengths=(30, 50, 100, 150, 200), schemes=SCHEMES, optimizers=("MSGD",), seeds=8,
+                  max_steps=2000, chunk_steps=500, eval_size=1000, verdicts=False),
+    # Two CPU cores, <= 90 minutes: the pilot's exploding length (30) and two where nothing exploded (50, 100),
+    # 8 paired seeds, 20,000 updates; success screened on 1,000 sequences, confirmed on 10,000 (the paper's).
+    "cpu": dict(lengths=(30, 50, 100), schemes=SCHEMES, optimizers=tuple(OPTIMIZERS), seeds=8,
+                max_steps=20_000, chunk_steps=1000, eval_size=1000, confirm_size=10_000, verdicts=True),
+    # A long GPU job: the paper's lengths, large budgets, 16 seeds per cell.
+    "full": dict(lengths=(50, 100, 150, 200), schemes=SCHEMES, optimizers=tuple(OPTIMIZERS), seeds=16,
+                 max_steps=500_000, chunk_steps=2000, eval_size=1000, confirm_size=10_000, verdicts=True),
 }
 
 PAPER = ("Pascanu et al. (2013), figure 7: MSGD-CR gives the best success rate for every initialisation; "
@@ -136,6 +144,11 @@ def _nanmedian(values) -> float:
     return float(np.median(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
 
 
+def _nanmax(values) -> float:
+    a = np.asarray([np.nan if v is None else v for v in values], np.float64)
+    return float(np.max(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
+
+
 def aggregate(records: Sequence[dict], schemes, lengths, optimizers) -> List[dict]:
     """Per (scheme, length, optimizer): solved / members, Wilson interval, median updates of the solved."""
     rows = []
@@ -155,88 +168,66 @@ def aggregate(records: Sequence[dict], schemes, lengths, optimizers) -> List[dic
                     # over each member's last chunk of updates (the sweep's metrics)
                     "median_grad_norm": _nanmedian([r["metrics"]["grad_norm"] for r in rs]),
                     "median_clipped_fraction": _nanmedian([r["metrics"]["clipped_fraction"] for r in rs]),
+                    # over each member's whole run: the largest gradient norm of an applied update, and
+                    # the updates whose norm exceeded 10x their chunk's median (rnn_jax.sweep)
+                    "median_max_grad_norm": _nanmedian([r["metrics"].get("run_grad_norm_max") for r in rs]),
+                    "largest_grad_norm": _nanmax([r["metrics"].get("run_grad_norm_max") for r in rs]),
+                    "median_explosions": _nanmedian([r["metrics"].get("run_explosions") for r in rs]),
+                    "members_with_explosions": sum((r["metrics"].get("run_explosions") or 0) > 0 for r in rs),
                 })
     return rows
 
 
-def _rate(rows, **where) -> float:
-    sel = [r for r in rows if all(r[k] == v for k, v in where.items())]
-    n = sum(r["members"] for r in sel)
-    return sum(r["solved"] for r in sel) / n if n else float("nan")
+def explanation(rows, schemes, lengths, optimizers) -> str:
+    """Where gradients exploded: per length, MSGD's largest gradient norms, explosion counts and
+    divergences, and the fraction of MSGD-C updates that were clipped (the data behind the verdicts)."""
+    lines = []
+    for L in lengths:
+        msgd = [r for r in rows if r["length"] == L and r["optimizer"] == "MSGD"]
+        clip = [r for r in rows if r["length"] == L and r["optimizer"] == "MSGD-C"]
+        if not msgd:
+            continue
+        parts = [f"{r['scheme']}: largest norm {r['largest_grad_norm']:.3g} (median over runs "
+                 f"{r['median_max_grad_norm']:.3g}), {r['members_with_explosions']}/{r['members']} runs with "
+                 f"explosions, {r['diverged']} diverged" for r in msgd]
+        text = f"- T = {L}, MSGD: " + "; ".join(parts)
+        fractions = [f"{r['scheme']} {r['median_clipped_fraction']:.0%}" for r in clip
+                     if np.isfinite(r["median_clipped_fraction"])]
+        if fractions:
+            text += "; MSGD-C updates clipped (median fraction): " + ", ".join(fractions)
+        lines.append(text)
+    if not lines:
+        return ""
+    return ("An update *explodes* when its gradient norm exceeds 10x the median of its chunk of updates "
+            "(rnn_jax.sweep); largest norm: over every applied update of every run.\n\n" + "\n".join(lines) + "\n")
 
 
-def findings(rows: Sequence[dict], schemes, lengths, optimizers, max_steps: int) -> Dict[str, str]:
-    """Plain statements of where the paper's pattern is seen in ``rows`` and where it is not."""
-    out = {}
-    lo, hi = min(lengths), max(lengths)
-    budget = f"within {max_steps:,} updates per member (the paper allowed up to 5,000,000)"
-    if {"MSGD", "MSGD-C"} <= set(optimizers):
-        gains = {L: _rate(rows, length=L, optimizer="MSGD-C") - _rate(rows, length=L, optimizer="MSGD")
-                 for L in lengths}
-        text = ", ".join(f"T={L}: {g:+.2f}" for L, g in gains.items())
-        if len(lengths) == 1:
-            verdict = "NOT TESTED (one length only)"
-        elif gains[hi] > gains[lo]:
-            verdict = "SHOWN: the benefit of clipping grows with the length"
-        elif gains[hi] == gains[lo]:
-            verdict = ("NOT SHOWN: the benefit of clipping is the same at every length tried; at these short "
-                       "lengths gradients rarely explode, so MSGD without clipping does as well as MSGD-C")
-        else:
-            verdict = "NOT SHOWN at these lengths (the benefit of clipping does not grow with the length)"
-        diverged = sum(r.get("diverged", 0) for r in rows if r["optimizer"] == "MSGD")
-        runs = sum(r["members"] for r in rows if r["optimizer"] == "MSGD")
-        norm = {L: _nanmedian([r.get("median_grad_norm") for r in rows if r["optimizer"] == "MSGD"
-                               and r["length"] == L]) for L in lengths}
-        clipped = {L: _nanmedian([r.get("median_clipped_fraction") for r in rows if r["optimizer"] == "MSGD-C"
-                                  and r["length"] == L]) for L in lengths}
-        why = (f" {diverged} of {runs} MSGD runs diverged. Median gradient norm of MSGD (last chunk): "
-               + ", ".join(f"T={L}: {v:.2f}" for L, v in norm.items())
-               + "; fraction of MSGD-C updates clipped: " + ", ".join(f"T={L}: {v:.0%}" for L, v in clipped.items()))
-        if diverged == 0:
-            why += (". The gradients grow with the length but do not explode here, so clipping at 1 only "
-                    "shortens ordinary steps (a smaller effective learning rate); that can make MSGD-C slower "
-                    "than MSGD within a small budget. The paper attributes the advantage of clipping to the "
-                    "explosions that longer sequences cause")
-        out["clipping_vs_length"] = (f"{verdict}. Success-rate gain of MSGD-C over MSGD, all schemes: {text}, "
-                                     f"{budget}.{why}.")
-    tanh = [s for s in schemes if s != "sigmoid"]
-    if "sigmoid" in schemes and tanh:
-        r_sig = _rate(rows, scheme="sigmoid")
-        r_tanh = np.mean([_rate(rows, scheme=s) for s in tanh])
-        upd = {s: _nanmedian([r["median_updates_solved"] for r in rows if r["scheme"] == s]) for s in schemes}
-        verdict = "SHOWN" if r_sig < r_tanh else "NOT SHOWN"
-        out["sigmoid_fails_more"] = (
-            f"{verdict}: success rate with sigmoid units {r_sig:.2f} against {r_tanh:.2f} with tanh units "
-            f"({', '.join(tanh)}), {budget}; median updates to solve (solved members): "
-            + ", ".join(f"{s} {u:,.0f}" for s, u in upd.items()) + ".")
-    if {"MSGD-C", "MSGD-CR"} <= set(optimizers):
-        r_c, r_cr, r_plain = (_rate(rows, optimizer=o) for o in ("MSGD-C", "MSGD-CR", "MSGD"))
-        verdict = ("SHOWN" if r_cr > r_c else "NOT SHOWN" if r_cr < r_c else
-                   "NOT DISTINGUISHED (equal success rates at these lengths and budget)")
-        plain = f", {r_plain:.2f} for MSGD" if "MSGD" in optimizers else ""
-        out["regulariser"] = (f"{verdict}: MSGD-CR solves {r_cr:.2f} of its runs against {r_c:.2f} for MSGD-C"
-                              f"{plain} (all schemes and lengths pooled), {budget}; in the paper MSGD-CR is the "
-                              f"best configuration for every initialisation, most clearly at lengths of 50 "
-                              f"and more.")
-    return out
-
-
-def _table(rows: Sequence[dict], settings: dict, notes: Dict[str, str]) -> str:
+def _table(rows, settings: dict, verdict_text: str, why: str) -> str:
     headers = ["initialisation", "length", "optimizer", "solved / runs", "success", "95 % interval",
                "median updates (solved)", "diverged", "out of budget", "median error", "median gradient norm",
-               "median fraction clipped"]
+               "median fraction clipped", "largest gradient norm", "runs with explosions"]
     body = [[r["scheme"], r["length"], r["optimizer"], f"{r['solved']} / {r['members']}", r["rate"],
              f"[{r['low']:.2f}, {r['high']:.2f}]", r["median_updates_solved"], r["diverged"], r["exhausted"],
-             r["median_error"], r["median_grad_norm"], r["median_clipped_fraction"]] for r in rows]
+             r["median_error"], r["median_grad_norm"], r["median_clipped_fraction"], r["largest_grad_norm"],
+             r["members_with_explosions"]] for r in rows]
+    confirm = settings.get("confirm_size")
+    check = (f"screened every {settings['chunk_steps']:,} updates on {settings['eval_size']:,} fresh sequences and "
+             f"confirmed on {confirm:,}" if confirm else
+             f"evaluated every {settings['chunk_steps']:,} updates on {settings['eval_size']:,} fresh sequences")
     text = ["# Temporal order: success rate against length (Pascanu et al. 2013, figure 7)\n",
-            f"Profile `{settings['profile']}`: {settings['seeds']} seeds per cell, update budget "
-            f"{settings['max_steps']:,} per member, evaluated every {settings['chunk_steps']} updates on "
-            f"{settings['eval_size']:,} fresh sequences (success: error < 1 %), learning rate {LEARNING_RATE}, "
-            f"batch {BATCH_SIZE}, {HIDDEN_SIZE} units. Sequences of exactly the length shown. Gradient norm and fraction clipped: over each run's last chunk "
-            f"of updates (the norm includes α ∂Ω/∂W_hh; MSGD never clips).\n",
-            common.markdown_table(headers, body), "\n## Against the paper\n", PAPER + "\n"]
-    text += [f"- **{k}**: {v}" for k, v in notes.items()]
+            f"Profile `{settings['profile']}`: {settings['seeds']} seeds per cell (the same seeds for every "
+            f"optimizer), update budget {settings['max_steps']:,} per run, {check} (success: error < 1 %), "
+            f"learning rate {LEARNING_RATE}, batch {BATCH_SIZE}, {HIDDEN_SIZE} units, fresh sequences of exactly "
+            f"the length shown for every update. Gradient norm and fraction clipped: over each run's last chunk "
+            f"of updates (the norm includes alpha dOmega/dW_hh; MSGD never clips).\n",
+            common.markdown_table(headers, body), "\n## Where gradients exploded\n", why,
+            "\n## Against the paper\n", PAPER + "\n", verdict_text]
     return "\n".join(text) + "\n"
+
+
+SMOKE_NOTE = ("This profile is a smoke test of the command: its lengths, seeds and budget are too small to decide "
+              "the paper's claims, and no verdict is printed. `rnn-jax temporal-order --profile cpu` decides them "
+              "with paired tests; its committed results are in `results/temporal_order/` (see the README).")
 
 
 def _plots(out_dir: str, rows: Sequence[dict], schemes, lengths, optimizers) -> List[str]:
@@ -282,14 +273,16 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
     Args:
       out_dir: output folder (created); a rerun with the same arguments resumes
         (finished members are read back, an interrupted sweep goes on from its checkpoint).
-      profile: ``"tiny"`` (tests), ``"quick"`` (two CPU cores, ~5 minutes) or ``"full"`` (GPU).
+      profile: ``"tiny"`` (tests), ``"quick"`` (a smoke test, minutes), ``"pilot"`` (where MSGD
+        explodes), ``"cpu"`` (the claims on two CPU cores, <= 90 minutes) or ``"full"`` (GPU).
       seeds: a count or a list of seeds per cell; default the profile's count.
       progress: report progress on stderr.
 
     Returns:
       The summary written to ``summary.json``: settings, one row per
       (scheme, length, optimizer) with solved / members, the success rate and its
-      Wilson 95 % interval, and ``findings`` (where the paper's pattern is seen or not).
+      Wilson 95 % interval, the explosion statistics, and ``verdicts`` (the paper's claims
+      decided by paired tests, :mod:`rnn_jax.experiments.verdicts`; None for the smoke profiles).
     """
     settings = common.get_profile(PROFILES, profile)
     chosen = common.seed_list(seeds, settings["seeds"])
@@ -308,7 +301,8 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
             setup = make_setup(scheme, length, settings["eval_size"])
             t0 = time.time()
             records = sweep.run_sweep(setup, members, os.path.join(out_dir, cell), max_steps=settings["max_steps"],
-                                      chunk_steps=settings["chunk_steps"], progress=progress)
+                                      chunk_steps=settings["chunk_steps"], progress=progress,
+                                      confirm_size=settings.get("confirm_size"))
             seconds = time.time() - t0
             for rec in records:
                 key = keys[rec["member"]]
@@ -324,7 +318,14 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
     records = [r for r in results.all() if r["seed"] in chosen and r["scheme"] in schemes
                and r["length"] in lengths and r["optimizer"] in optimizers]
     rows = aggregate(records, schemes, lengths, optimizers)
-    notes = findings(rows, schemes, lengths, optimizers, settings["max_steps"])
+    why = explanation(rows, schemes, lengths, optimizers)
+    if settings.get("verdicts"):
+        decided = verdicts.temporal_order_verdicts(records, long_lengths=settings.get("long_lengths"),
+                                                   short_lengths=settings.get("short_lengths"))
+        verdict_text = verdicts.render_markdown(decided)
+        decided = [v.as_dict() for v in decided]
+    else:
+        decided, verdict_text = None, "\n## Verdicts\n\n" + SMOKE_NOTE + "\n"
     summary = {
         "experiment": NAME,
         "profile": profile,
@@ -332,12 +333,13 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
                          learning_rate=LEARNING_RATE, batch_size=BATCH_SIZE, optimizer_hparams=OPTIMIZERS,
                          readout_init=READOUT_INIT, success="error < 1 % of eval_size fresh sequences"),
         "rows": rows,
-        "findings": notes,
+        "verdicts": decided,
+        "explosions": why,
         "paper": PAPER,
         # Wall time of the sweeps, as recorded when each finished (a rerun that trains nothing keeps it).
         "train_seconds": float(sum({(r["scheme"], r["length"]): r["setup_seconds"] for r in records}.values())),
     }
     summary["settings"]["profile"] = profile
-    common.write_text(out_dir, "table.md", _table(rows, dict(summary["settings"], seeds=len(chosen)), notes))
+    common.write_text(out_dir, "table.md", _table(rows, dict(summary["settings"], seeds=len(chosen)), verdict_text, why))
     summary["figures"] = [os.path.basename(p) for p in _plots(out_dir, rows, schemes, lengths, optimizers)]
     return common.write_summary(out_dir, common.finite(summary))
