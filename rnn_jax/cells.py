@@ -23,13 +23,17 @@ so an unroll may compute the input projection for all steps at once.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 
 from rnn_jax import activations, initializers
-from rnn_jax._checks import check_choice, check_floating, check_key, check_positive_int
+from rnn_jax._checks import (
+    UserTypeError, UserValueError, check_batch_shape, check_choice, check_float_dtype, check_floating, check_key,
+    check_positive_int, check_real, describe,
+)
 
 Array = jax.Array
 
@@ -168,10 +172,18 @@ InitSpec = Union[str, initializers.Initializer]
 # ---------------------------------------------------------------- validation
 
 
+def check_cell(cell: Any, what: str = "cell") -> Cell:
+    """Raise unless ``cell`` is a :class:`Cell` (a user passing a name or a layer gets told so)."""
+    if not isinstance(cell, Cell):
+        raise UserTypeError(f"{what}: expected an rnn_jax Cell such as rnn_jax.lstm(64), got {describe(cell)}")
+    return cell
+
+
 def check_params(cell: Cell, params: Any) -> int:
     """Check ``params`` against ``cell`` at trace time and return the input size."""
+    check_cell(cell)
     if not isinstance(params, cell.params_type):
-        raise TypeError(
+        raise UserTypeError(
             f"{cell.kind} cell: expected parameters of type {cell.params_type.__name__} "
             f"(fields {', '.join(cell.params_type._fields)}), got {type(params).__name__}"
         )
@@ -180,21 +192,21 @@ def check_params(cell: Cell, params: Any) -> int:
     for name in params._fields:
         check_floating(f"{cell.kind} params.{name}", getattr(params, name))
     if w_ih.ndim != 2 or w_ih.shape[1] != g * h:
-        raise ValueError(f"{cell.kind} params.w_ih: expected shape (input_size, {g * h}), got {tuple(w_ih.shape)}")
+        raise UserValueError(f"{cell.kind} params.w_ih: expected shape (input_size, {g * h}), got {tuple(w_ih.shape)}")
     expected = {"w_hh": (h, g * h), "b": (g * h,), "b_hn": (h,)}
     for name in params._fields[1:]:
         leaf = getattr(params, name)
         if tuple(leaf.shape) != expected[name]:
-            raise ValueError(f"{cell.kind} params.{name}: expected shape {expected[name]}, got {tuple(leaf.shape)}")
+            raise UserValueError(f"{cell.kind} params.{name}: expected shape {expected[name]}, got {tuple(leaf.shape)}")
         if leaf.dtype != w_ih.dtype:
-            raise TypeError(f"{cell.kind} params.{name}: expected dtype {w_ih.dtype} like w_ih, got {leaf.dtype}")
+            raise UserTypeError(f"{cell.kind} params.{name}: expected dtype {w_ih.dtype} like w_ih, got {leaf.dtype}")
     return int(w_ih.shape[0])
 
 
 def check_carry(cell: Cell, carry: Any, batch_shape: tuple, dtype) -> None:
     """Check a carry's type, shapes (``batch_shape + (H,)``) and dtype."""
     if not isinstance(carry, cell.carry_type):
-        raise TypeError(
+        raise UserTypeError(
             f"{cell.kind} cell: expected a carry of type {cell.carry_type.__name__} "
             f"(fields {', '.join(cell.carry_type._fields)}), got {type(carry).__name__}"
         )
@@ -203,23 +215,28 @@ def check_carry(cell: Cell, carry: Any, batch_shape: tuple, dtype) -> None:
         leaf = getattr(carry, name)
         check_floating(f"{cell.kind} carry.{name}", leaf)
         if tuple(leaf.shape) != want:
-            raise ValueError(f"{cell.kind} carry.{name}: expected shape {want}, got {tuple(leaf.shape)}")
+            raise UserValueError(f"{cell.kind} carry.{name}: expected shape {want}, got {tuple(leaf.shape)}")
         if leaf.dtype != dtype:
-            raise TypeError(f"{cell.kind} carry.{name}: expected dtype {dtype} like the parameters, got {leaf.dtype}")
+            raise UserTypeError(f"{cell.kind} carry.{name}: expected dtype {dtype} like the parameters, got {leaf.dtype}")
 
 
-def _check_step_input(cell: Cell, params, x) -> None:
+def _check_step_input(cell: Cell, params, carry, x) -> None:
+    """``step``'s checks: the parameters, ``x`` of shape ``(..., input_size)`` in their dtype, and a
+    carry of the cell's type with leaves ``x.shape[:-1] + (H,)`` (no broadcasting between them)."""
     input_size = check_params(cell, params)
     check_floating(f"{cell.kind} step input x", x)
     if x.ndim < 1 or x.shape[-1] != input_size:
-        raise ValueError(f"{cell.kind} step input x: expected shape (..., {input_size}), got {tuple(x.shape)}")
+        raise UserValueError(f"{cell.kind} step input x: expected shape (..., {input_size}), got {tuple(x.shape)}")
+    if x.dtype != params.w_ih.dtype:
+        raise UserTypeError(f"{cell.kind} step input x: expected dtype {params.w_ih.dtype} to match the parameters, got {x.dtype}")
+    check_carry(cell, carry, tuple(x.shape[:-1]), params.w_ih.dtype)
 
 
-def _check_init_args(kind: str, key, input_size, dtype) -> None:
+def _check_init_args(kind: str, key, input_size, dtype):
+    """Check ``init``'s arguments; return the dtype resolved (a name such as ``"float32"`` works)."""
     check_key(f"{kind}.init key", key)
     check_positive_int(f"{kind}.init input_size", input_size)
-    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-        raise TypeError(f"{kind}.init dtype: expected a floating dtype, got {jnp.dtype(dtype)}")
+    return check_float_dtype(f"{kind}.init dtype", dtype)
 
 
 def _project_single(params, x):
@@ -228,7 +245,8 @@ def _project_single(params, x):
 
 def _make_initial_carry(carry_type, hidden_size):
     def initial_carry(batch_shape: tuple = (), dtype=jnp.float32):
-        shape = tuple(batch_shape) + (hidden_size,)
+        shape = check_batch_shape("initial_carry batch_shape", batch_shape) + (hidden_size,)
+        dtype = check_float_dtype("initial_carry dtype", dtype)
         return carry_type(*[jnp.zeros(shape, dtype) for _ in carry_type._fields])
 
     return initial_carry
@@ -265,7 +283,7 @@ def _build(kind, hidden_size, activation, gates, init, combine, params_type, car
         return combine(params, carry, xp, recurrent_input(carry) @ params.w_hh)
 
     def step(params, carry, x):
-        _check_step_input(cell, params, x)
+        _check_step_input(cell, params, carry, x)
         return step_projected(params, carry, _project_single(params, x))
 
     cell = Cell(kind, hidden_size, activation, gates, init, _make_initial_carry(carry_type, hidden_size), step,
@@ -301,7 +319,7 @@ def _elman_init(kind, hidden_size, inits):
     input_init, recurrent_init, bias_init = inits
 
     def init(key, input_size, dtype=jnp.float32):
-        _check_init_args(kind, key, input_size, dtype)
+        dtype = _check_init_args(kind, key, input_size, dtype)
         k_ih, k_hh, k_b = jax.random.split(key, 3)
         return ElmanParams(
             w_ih=input_init(k_ih, (input_size, hidden_size), dtype),
@@ -398,16 +416,20 @@ def lstm(
     Args:
       hidden_size: number of units H.
       forget_bias: added to the forget gate's bias at initialisation (1.0 is the
-        usual remedy against early vanishing, Gers et al. 2000).
+        usual remedy against early vanishing, Gers et al. 2000); a finite number, or
+        one per unit (shape ``(H,)``).
       input_init, recurrent_init, bias_init: names or callables; default
         PyTorch's U(-1/√H, 1/√H).
     """
     hidden_size = check_positive_int("lstm hidden_size", hidden_size)
+    check_real("lstm forget_bias", forget_bias, allow_array=True)
+    if hasattr(forget_bias, "shape") and tuple(forget_bias.shape) not in ((), (hidden_size,)):
+        raise UserValueError(f"lstm forget_bias: expected a number or shape ({hidden_size},), got {describe(forget_bias)}")
     inits = _resolve_inits("lstm", hidden_size, input_init, recurrent_init, bias_init)
     h = hidden_size
 
     def init(key, input_size, dtype=jnp.float32):
-        _check_init_args("lstm", key, input_size, dtype)
+        dtype = _check_init_args("lstm", key, input_size, dtype)
         k_ih, k_hh, k_b = jax.random.split(key, 3)
         b = inits[2](k_b, (4 * h,), dtype)
         b = b.at[h : 2 * h].add(jnp.asarray(forget_bias, dtype))
@@ -463,7 +485,7 @@ def gru(
     h = hidden_size
 
     def init(key, input_size, dtype=jnp.float32):
-        _check_init_args("gru", key, input_size, dtype)
+        dtype = _check_init_args("gru", key, input_size, dtype)
         k_ih, k_hh, k_b, k_bn = jax.random.split(key, 4)
         return GRUParams(
             inits[0](k_ih, (input_size, 3 * h), dtype),
@@ -509,4 +531,10 @@ CELLS = {"elman": elman, "pascanu": pascanu, "lstm": lstm, "gru": gru}
 
 def make(kind: str, hidden_size: int, **kwargs) -> Cell:
     """Build a cell by name: ``make("lstm", 64, forget_bias=1.0)``."""
-    return CELLS[check_choice("cell kind", kind, CELLS)](hidden_size, **kwargs)
+    constructor = CELLS[check_choice("cell kind", kind, CELLS)]
+    try:
+        inspect.signature(constructor).bind(hidden_size, **kwargs)
+    except TypeError as err:
+        options = [n for n in inspect.signature(constructor).parameters if n != "hidden_size"]
+        raise UserTypeError(f"make({kind!r}, ...): {err}; a {kind} cell takes {', '.join(options)}") from None
+    return constructor(hidden_size, **kwargs)

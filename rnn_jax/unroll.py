@@ -27,9 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax._checks import check_floating, check_integer, describe, is_concrete
+from rnn_jax._checks import (
+    UserTypeError, UserValueError, as_lengths, check_bool, check_floating, check_integer, check_lengths_range, describe,
+)
 from rnn_jax._padding import hold_padded, valid_at, valid_steps
-from rnn_jax.cells import Cell, check_carry, check_params
+from rnn_jax.cells import Cell, check_carry, check_cell, check_params
 from rnn_jax.hand_scan import hand_scan
 
 # Whether to compute x @ w_ih + b for all steps before the loop, per (backend, cell kind).
@@ -78,9 +80,9 @@ def resolve_backward(cell: Cell, backward: Optional[str] = None, *, remat: bool 
     """The reverse pass :func:`unroll` runs for these arguments (checked): ``backward`` if
     given, else autodiff with ``remat``/``return_carries``, else :func:`default_backward`."""
     if backward is not None and backward not in BACKWARDS:
-        raise ValueError(f"backward: expected one of {', '.join(map(repr, BACKWARDS))}, got {backward!r}")
+        raise UserValueError(f"backward: expected one of {', '.join(map(repr, BACKWARDS))}, got {backward!r}")
     if backward == "hand" and (remat or return_carries):
-        raise ValueError(
+        raise UserValueError(
             "backward='hand' stores what its reverse pass needs itself; it cannot be combined with "
             f"remat=True or return_carries=True (got remat={remat}, return_carries={return_carries}); "
             "use backward='autodiff'"
@@ -120,18 +122,20 @@ class _Prepared(NamedTuple):
 
 def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Prepared:
     """Validate every argument at trace time and bring ``xs`` to time-major layout."""
+    check_cell(cell)
+    time_major = check_bool("time_major", time_major)
     input_size = check_params(cell, params)
     dtype = params.w_ih.dtype
     check_floating("xs", xs)
     if xs.ndim not in (2, 3):
-        raise ValueError(
+        raise UserValueError(
             f"xs: expected rank 3 (batch, time, features), (time, batch, features) with time_major=True, "
             f"or rank 2 (time, features); got {describe(xs)}"
         )
     if xs.shape[-1] != input_size:
-        raise ValueError(f"xs: expected {input_size} features (the parameters' input size), got shape {tuple(xs.shape)}")
+        raise UserValueError(f"xs: expected {input_size} features (the parameters' input size), got shape {tuple(xs.shape)}")
     if xs.dtype != dtype:
-        raise TypeError(f"xs: expected dtype {dtype} to match the parameters, got {xs.dtype}")
+        raise UserTypeError(f"xs: expected dtype {dtype} to match the parameters, got {xs.dtype}")
     if xs.ndim == 3 and not time_major:
         xs_t = jnp.swapaxes(xs, 0, 1)
         batch_shape = (xs.shape[0],)
@@ -143,7 +147,7 @@ def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Pre
         to_tm = from_tm = lambda a: a
     time = xs_t.shape[0]
     if time == 0:
-        raise ValueError(f"xs: the sequence has zero steps (shape {tuple(xs.shape)}); expected at least one")
+        raise UserValueError(f"xs: the sequence has zero steps (shape {tuple(xs.shape)}); expected at least one")
 
     if initial_carry is None:
         carry = cell.initial_carry(batch_shape, dtype)
@@ -160,14 +164,11 @@ def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Pre
         carry = initial_carry
 
     if lengths is not None:
-        lengths = jnp.asarray(lengths) if isinstance(lengths, (int, np.integer, list, tuple)) else lengths
+        lengths = as_lengths(lengths)
         check_integer("lengths", lengths)
         if tuple(lengths.shape) != batch_shape:
-            raise ValueError(f"lengths: expected shape {batch_shape} (one per sequence), got {tuple(lengths.shape)}")
-        if is_concrete(lengths) and lengths.size:
-            lo, hi = int(np.min(np.asarray(lengths))), int(np.max(np.asarray(lengths)))
-            if lo < 0 or hi > time:
-                raise ValueError(f"lengths: expected values in [0, {time}] (the number of steps), got values in [{lo}, {hi}]")
+            raise UserValueError(f"lengths: expected shape {batch_shape} (one per sequence), got {tuple(lengths.shape)}")
+        check_lengths_range("lengths", lengths, time)
         lengths = jnp.clip(lengths, 0, time).astype(jnp.int32)
     return _Prepared(xs_t, batch_shape, carry, lengths, to_tm, from_tm)
 
@@ -221,7 +222,9 @@ def unroll(
         or ``(time, features)``; same floating dtype as ``params``.
       initial_carry: the cell's carry type with leaves ``(*batch, H)`` or ``(H,)``
         (broadcast); default zeros. A learnable initial state is a parameter passed here.
-      lengths: ``(batch,)`` integer valid lengths (scalar if unbatched), or None.
+      lengths: ``(batch,)`` integer valid lengths (scalar if unbatched; an array, a list or
+        a number), or None. Concrete lengths must lie in ``[0, T]``; traced ones cannot be
+        checked and are clipped into it.
       time_major: see the layouts above.
       reverse: run from the last step to the first.
       unroll: ``lax.scan``'s unroll factor.
@@ -244,8 +247,14 @@ def unroll(
       ``(final_carry, outputs)``, or ``(final_carry, outputs, carries)`` with
       ``return_carries``; ``outputs`` has the layout of ``xs`` with H features.
     """
+    check_cell(cell)
     if not (isinstance(unroll, (int, np.integer)) and not isinstance(unroll, bool) and unroll >= 1):
-        raise ValueError(f"unroll: expected a positive integer, got {unroll!r}")
+        raise UserValueError(f"unroll: expected a positive integer, got {unroll!r}")
+    reverse = check_bool("reverse", reverse)
+    remat = check_bool("remat", remat)
+    return_carries = check_bool("return_carries", return_carries)
+    if project_inputs is not None:
+        project_inputs = check_bool("project_inputs", project_inputs)
     backward = resolve_backward(cell, backward, remat=remat, return_carries=return_carries)
     project_inputs = resolve_project_inputs(cell, backward, project_inputs)
     prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
@@ -286,6 +295,9 @@ def python_unroll(
     return_carries: bool = False,
 ):
     """The same as :func:`unroll`, as a plain Python loop over :attr:`Cell.step` (a reference)."""
+    check_cell(cell)
+    reverse = check_bool("reverse", reverse)
+    return_carries = check_bool("return_carries", return_carries)
     prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
     time = prep.xs.shape[0]
     carry = prep.carry
