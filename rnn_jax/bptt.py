@@ -60,10 +60,12 @@ import numpy as np
 
 from rnn_jax import activations
 from rnn_jax import losses as _losses
-from rnn_jax._checks import check_choice, check_floating, check_integer, describe, is_concrete
+from rnn_jax._checks import (
+    UserTypeError, UserValueError, check_choice, check_floating, check_integer, check_labels, describe, is_concrete,
+)
 from rnn_jax.cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, RNNState
 from rnn_jax.model import ON, ModelParams
-from rnn_jax.readout import ReadoutParams
+from rnn_jax.readout import ReadoutParams, check_readout_params
 from rnn_jax.unroll import _prepare
 
 
@@ -271,7 +273,7 @@ KINDS = {
 
 def _kind(cell) -> _Kind:
     if not isinstance(cell, Cell):
-        raise TypeError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.elman(8)), got {type(cell).__name__}")
+        raise UserTypeError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.elman(8)), got {type(cell).__name__}")
     return KINDS[check_choice("cell kind", cell.kind, KINDS)]
 
 
@@ -279,7 +281,7 @@ def _to_host(what: str, tree):
     """Concrete arrays -> NumPy; a traced value (under jit/vmap/grad) cannot be: say so."""
     for leaf in jax.tree_util.tree_leaves(tree):
         if not is_concrete(leaf):
-            raise TypeError(f"{what}: got a traced value; bptt is an eager NumPy reference, call it outside jax.jit/vmap/grad")
+            raise UserTypeError(f"{what}: got a traced value; bptt is an eager NumPy reference, call it outside jax.jit/vmap/grad")
     return jax.tree_util.tree_map(np.asarray, tree)
 
 
@@ -344,7 +346,7 @@ def forward(cell: Cell, params: Any, xs, *, lengths=None, initial_carry: Any = N
     """
     kind = _kind(cell)
     if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {describe(reverse)}")
+        raise UserTypeError(f"reverse: expected a bool, got {describe(reverse)}")
     if hasattr(xs, "ndim") and xs.ndim == 2:
         xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
     return _forward(kind, cell, _to_host("params", params), xs, lengths, initial_carry, reverse)
@@ -373,15 +375,16 @@ def _readout_and_loss(readout_params: ReadoutParams, traj: Trajectory, lengths, 
     if loss == "mse":
         check_floating("targets", targets)
         if targets.shape != predictions.shape:
-            raise ValueError(f"targets: expected shape {predictions.shape} like the predictions, got {targets.shape}")
+            raise UserValueError(f"targets: expected shape {predictions.shape} like the predictions, got {targets.shape}")
         per_position = np.sum((predictions - targets) ** 2, axis=-1)
         d_per_position = 2 * (predictions - targets)
     else:
         check_integer("targets (class labels)", targets)
         if targets.shape != positions:
-            raise ValueError(f"targets: expected shape {positions} (one class index per position), got {targets.shape}")
-        if targets.size and (targets.min() < 0 or targets.max() >= classes):
-            raise ValueError(f"targets: class labels must lie in [0, {classes}), got values in [{targets.min()}, {targets.max()}]")
+            raise UserValueError(f"targets: expected shape {positions} (one class index per position), got {targets.shape}")
+        # only the valid positions' labels are read (a padded position may hold any), as in model.loss
+        check_labels("targets", targets, classes, mask)
+        targets = np.where(mask != 0, targets, 0) if mask is not None else targets
         shifted = predictions - predictions.max(axis=-1, keepdims=True)
         log_probabilities = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
         one_hot = (np.arange(classes) == targets[..., None]).astype(predictions.dtype)
@@ -391,8 +394,9 @@ def _readout_and_loss(readout_params: ReadoutParams, traj: Trajectory, lengths, 
     # the (masked) mean over positions and its weights
     weights = np.ones(positions, predictions.dtype) if mask is None else mask
     count = per_position.size if mask is None else max(mask.sum(), 1)
-    value = np.sum(per_position * weights) / count
-    d_predictions = d_per_position * (weights / count)[..., None]
+    # a masked-out position's target is not read (a NaN there stays out, as in model.loss)
+    value = np.sum(np.where(weights != 0, per_position * weights, 0)) / count
+    d_predictions = np.where(weights[..., None] != 0, d_per_position * (weights / count)[..., None], 0)
 
     flat_read, flat_d = read.reshape(-1, read.shape[-1]), d_predictions.reshape(-1, classes)
     readout_grads = ReadoutParams(w=flat_read.T @ flat_d, b=flat_d.sum(axis=0))
@@ -483,22 +487,15 @@ def bptt(
     check_choice("loss", loss, _losses.LOSSES)
     check_choice("on", on, ON)
     if not isinstance(params, ModelParams):
-        raise TypeError(f"params: expected rnn_jax.model.ModelParams(cell=..., readout=...), got {type(params).__name__}")
+        raise UserTypeError(f"params: expected rnn_jax.model.ModelParams(cell=..., readout=...), got {type(params).__name__}")
     unbatched = hasattr(xs, "ndim") and xs.ndim == 2
     if unbatched:
         xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
         targets = targets[None] if hasattr(targets, "ndim") else targets
     cell_params = _to_host("params.cell", params.cell)
     traj = _forward(kind, cell, cell_params, xs, lengths, initial_carry)
-    for name, leaf in zip(ReadoutParams._fields, params.readout):
-        check_floating(f"params.readout.{name}", leaf)
-        if leaf.dtype != params.cell.w_ih.dtype:
-            raise TypeError(f"params.readout.{name}: expected dtype {params.cell.w_ih.dtype} like the cell's, got {describe(leaf)}")
+    check_readout_params(params.readout, "params.readout", cell.hidden_size, params.cell.w_ih.dtype)
     readout_params = _to_host("params.readout", params.readout)
-    if readout_params.w.shape[0] != cell.hidden_size or readout_params.b.shape != readout_params.w.shape[1:]:
-        raise ValueError(
-            f"params.readout: expected w (H={cell.hidden_size}, O) and b (O,), got w {readout_params.w.shape} and b {readout_params.b.shape}"
-        )
     lengths = None if lengths is None else traj.valid.sum(axis=1)  # clipped into [0, T] as by the unroll
     value, readout_grads, d_outputs = _readout_and_loss(readout_params, traj, lengths, _to_host("targets", targets), loss, on)
 
@@ -573,7 +570,7 @@ def bptt_outputs(
     """
     kind = _kind(cell)
     if not isinstance(reverse, bool):
-        raise TypeError(f"reverse: expected a bool, got {describe(reverse)}")
+        raise UserTypeError(f"reverse: expected a bool, got {describe(reverse)}")
     unbatched = hasattr(xs, "ndim") and xs.ndim == 2
     if unbatched:
         xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
@@ -582,12 +579,12 @@ def bptt_outputs(
     traj = _forward(kind, cell, host_params, xs, lengths, initial_carry, reverse)
     check_floating("d_outputs", d_outputs)
     if jnp.dtype(d_outputs.dtype) != jnp.dtype(cell_params.w_ih.dtype):
-        raise TypeError(f"d_outputs: expected dtype {jnp.dtype(cell_params.w_ih.dtype)} like the parameters, got {describe(d_outputs)}")
+        raise UserTypeError(f"d_outputs: expected dtype {jnp.dtype(cell_params.w_ih.dtype)} like the parameters, got {describe(d_outputs)}")
     d_outputs = _to_host("d_outputs", d_outputs)
     if d_outputs.shape != traj.outputs.shape:
         expected = traj.outputs.shape[1:] if unbatched else traj.outputs.shape
         got = d_outputs.shape[1:] if unbatched else d_outputs.shape
-        raise ValueError(f"d_outputs: expected shape {expected} like the outputs (batch, time, hidden), got {got}")
+        raise UserValueError(f"d_outputs: expected shape {expected} like the outputs (batch, time, hidden), got {got}")
     cell_grads, d_inputs, state_grads, delta = _backward(kind, _host(cell.activation), host_params, traj, d_outputs, reverse)
     if unbatched:
         d_inputs, state_grads, delta = jax.tree_util.tree_map(lambda leaf: leaf[0], (d_inputs, state_grads, delta))

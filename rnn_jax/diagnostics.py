@@ -51,10 +51,10 @@ import numpy as np
 
 from rnn_jax import activations
 from rnn_jax import losses as _losses
-from rnn_jax._checks import check_choice, check_floating, describe
+from rnn_jax._checks import UserTypeError, UserValueError, check_choice, check_floating, describe
 from rnn_jax._padding import hold_padded, valid_at
-from rnn_jax.cells import Cell
-from rnn_jax.model import ON, ModelParams, loss_from_outputs
+from rnn_jax.cells import Cell, check_cell
+from rnn_jax.model import ON, ModelParams, check_model_params, loss_from_outputs
 from rnn_jax.unroll import _prepare, unroll
 
 Array = jax.Array
@@ -91,7 +91,7 @@ def _output_of_carry(cell: Cell) -> Callable[[Any], Array]:
         return lambda carry: fn(carry.hidden)
     if cell.kind in ("elman", "lstm", "gru"):
         return lambda carry: carry.hidden
-    raise ValueError(f"state gradients: no output map for cell kind {cell.kind!r}; expected elman, pascanu, lstm or gru")
+    raise UserValueError(f"state gradients: no output map for cell kind {cell.kind!r}; expected elman, pascanu, lstm or gru")
 
 
 def _cell_params(params):
@@ -100,6 +100,7 @@ def _cell_params(params):
 
 def zero_perturbations(cell: Cell, xs: Array, dtype=None):
     """Zeros in the carry type, each leaf ``xs.shape[:-1] + (H,)`` (batch-major like ``xs``)."""
+    check_cell(cell)
     check_floating("xs", xs)
     shape = tuple(xs.shape[:-1]) + (cell.hidden_size,)
     dtype = xs.dtype if dtype is None else dtype
@@ -123,7 +124,8 @@ def perturbed_loss(
     respect to ``params`` it is the ordinary loss gradient (one backward pass gives both).
 
     Args:
-      cell, params, xs, targets, loss, on, lengths: as in :func:`rnn_jax.model.loss`;
+      cell, params, xs, targets, loss, on, lengths: as in :func:`rnn_jax.model.loss` (which
+        says what cannot be checked when traced: labels, lengths);
         ``xs`` is ``(batch, time, features)`` or ``(time, features)`` (not time-major).
       perturbations: the carry type with leaves ``xs.shape[:-1] + (H,)``
         (:func:`zero_perturbations`). At padded steps the carry is copied from the
@@ -132,18 +134,17 @@ def perturbed_loss(
     Returns:
       ``(loss, carries)``, carries as in :class:`StateGradients`.
     """
-    if not isinstance(params, ModelParams):
-        raise TypeError(f"perturbed_loss: expected ModelParams(cell=..., readout=...), got {type(params).__name__}")
+    check_model_params(cell, params)
     check_choice("on", on, ON)
     check_choice("loss", loss, _losses.LOSSES)
     prep = _prepare(cell, params.cell, xs, None, lengths, time_major=False)
     if not isinstance(perturbations, cell.carry_type):
-        raise TypeError(f"perturbations: expected a {cell.carry_type.__name__}, got {type(perturbations).__name__}")
+        raise UserTypeError(f"perturbations: expected a {cell.carry_type.__name__}, got {type(perturbations).__name__}")
     shape, dtype = tuple(xs.shape[:-1]) + (cell.hidden_size,), params.cell.w_ih.dtype
     for name, leaf in zip(cell.carry_type._fields, perturbations):
         check_floating(f"perturbations.{name}", leaf)
         if tuple(leaf.shape) != shape or leaf.dtype != dtype:
-            raise ValueError(f"perturbations.{name}: expected shape {shape} and dtype {dtype}, got {describe(leaf)}")
+            raise UserValueError(f"perturbations.{name}: expected shape {shape} and dtype {dtype}, got {describe(leaf)}")
     output_of = _output_of_carry(cell)
     cell_params = params.cell
 
@@ -185,6 +186,7 @@ def state_gradients(
     ``δ_k = ∂⁺E/∂s_k + δ_{k+1} J_{k+1}`` (row-vector convention). Arguments as in
     :func:`perturbed_loss`. jit- and vmap-able.
     """
+    check_model_params(cell, params)
     zeros = zero_perturbations(cell, xs, _cell_params(params).w_ih.dtype)
     grad_fn = jax.value_and_grad(
         lambda eps: perturbed_loss(cell, params, xs, targets, eps, loss=loss, on=on, lengths=lengths), has_aux=True
@@ -236,6 +238,7 @@ def step_jacobians(cell: Cell, params, xs: Array, *, initial_carry=None, lengths
       the state vector is ``[h, c]``), column convention: ``J[..., k-1, i, j] =
       ∂s_k[i]/∂s_{k-1}[j]``. At padded steps ``J`` is the identity.
     """
+    check_cell(cell)
     params = _cell_params(params)
     previous, projected, prep = _previous_carries(cell, params, xs, initial_carry, lengths)
 
@@ -258,8 +261,9 @@ def closed_form_step_jacobians(cell: Cell, params, xs: Array, *, initial_carry=N
     * pascanu: ``x_k = σ(x_{k-1}) @ w_hh + ...``, so ``J_k = w_hh.T @ diag(σ'(x_{k-1}))``
       (``= W_rec diag(σ'(x_{k-1}))``, the factor of the paper's eq. 5).
     """
+    check_cell(cell)
     if cell.kind not in ("elman", "pascanu"):
-        raise ValueError(f"closed_form_step_jacobians: expected an elman or pascanu cell, got a {cell.kind} cell")
+        raise UserValueError(f"closed_form_step_jacobians: expected an elman or pascanu cell, got a {cell.kind} cell")
     params = _cell_params(params)
     act = activations.get(cell.activation)
     previous, projected, prep = _previous_carries(cell, params, xs, initial_carry, lengths)
@@ -274,13 +278,13 @@ def closed_form_step_jacobians(cell: Cell, params, xs: Array, *, initial_carry=N
 def _check_span(jacobians, start, end) -> int:
     check_floating("jacobians", jacobians)
     if jacobians.ndim < 3 or jacobians.shape[-1] != jacobians.shape[-2]:
-        raise ValueError(f"jacobians: expected shape (..., time, n, n), got {describe(jacobians)}")
+        raise UserValueError(f"jacobians: expected shape (..., time, n, n), got {describe(jacobians)}")
     time = jacobians.shape[-3]
     for name, v in (("start", start), ("end", end)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name}: expected a Python int (a step index known at trace time), got {v!r}")
+            raise UserTypeError(f"{name}: expected a Python int (a step index known at trace time), got {v!r}")
     if not 0 <= start <= end <= time:
-        raise ValueError(f"expected 0 <= start <= end <= {time} (the number of steps), got start={start}, end={end}")
+        raise UserValueError(f"expected 0 <= start <= end <= {time} (the number of steps), got start={start}, end={end}")
     return time
 
 
@@ -310,7 +314,7 @@ def _square_blocks(what: str, w: Array) -> Array:
     """``(H, G*H)`` -> ``(G, H, H)``: the gate blocks of a recurrent matrix (G = 1 when square)."""
     check_floating(what, w)
     if w.ndim != 2 or w.shape[1] % w.shape[0] != 0:
-        raise ValueError(f"{what}: expected a recurrent matrix of shape (H, H) or (H, G*H), got {describe(w)}")
+        raise UserValueError(f"{what}: expected a recurrent matrix of shape (H, H) or (H, G*H), got {describe(w)}")
     h, g = w.shape[0], w.shape[1] // w.shape[0]
     return jnp.transpose(w.reshape(h, g, h), (1, 0, 2))
 
@@ -373,7 +377,7 @@ def vanishing_condition(cell_or_activation: Union[Cell, str, activations.Activat
     """
     if isinstance(cell_or_activation, Cell):
         if cell_or_activation.kind not in ("elman", "pascanu"):
-            raise ValueError(
+            raise UserValueError(
                 f"vanishing_condition: the bound holds for Elman-type recurrences s = σ(s @ W_hh + ...); "
                 f"expected an elman or pascanu cell, got a {cell_or_activation.kind} cell"
             )
@@ -384,7 +388,7 @@ def vanishing_condition(cell_or_activation: Union[Cell, str, activations.Activat
         act = activations.get(cell_or_activation)
     check_floating("vanishing_condition w_hh", w_hh)
     if w_hh.ndim != 2 or w_hh.shape[0] != w_hh.shape[1]:
-        raise ValueError(f"vanishing_condition w_hh: expected a square matrix (H, H), got {describe(w_hh)}")
+        raise UserValueError(f"vanishing_condition w_hh: expected a square matrix (H, H), got {describe(w_hh)}")
     sigma_max = largest_singular_value(w_hh)
     ratio = act.gamma * sigma_max
     return VanishingCondition(act.gamma, sigma_max, ratio, ratio < 1)

@@ -39,12 +39,16 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from rnn_jax import losses as _losses
-from rnn_jax._checks import check_choice, check_floating, check_integer, check_positive_int, describe
-from rnn_jax.cells import Cell
-from rnn_jax.model import ModelParams
+from rnn_jax._checks import (
+    UserTypeError, UserValueError, as_lengths, check_choice, check_floating, check_integer, check_labels,
+    check_positive_int, describe, is_concrete,
+)
+from rnn_jax.cells import Cell, check_cell
+from rnn_jax.model import ModelParams, check_model_params
 from rnn_jax.readout import readout
 from rnn_jax.unroll import _masked, _prepare, default_project_inputs, projected_step
 
@@ -67,6 +71,7 @@ def default_chunk(time: int) -> int:
 
 def _prepare_long(cell: Cell, params, xs, initial_carry, lengths, time_major, chunk, project_inputs) -> _Long:
     """Validate every argument at trace time, with unroll's checks and messages."""
+    check_cell(cell)
     # unroll's _prepare transposes a batch-major xs (a full copy); run it abstractly
     # (eval_shape computes nothing) for its checks of params and xs ...
     jax.eval_shape(lambda x: _prepare(cell, params, x, None, None, time_major).carry, xs)
@@ -80,28 +85,28 @@ def _prepare_long(cell: Cell, params, xs, initial_carry, lengths, time_major, ch
         chunk = default_chunk(time)
     chunk = check_positive_int("chunk", chunk)
     if chunk > time:
-        raise ValueError(f"chunk: expected at most {time} (the number of steps), got {chunk}")
+        raise UserValueError(f"chunk: expected at most {time} (the number of steps), got {chunk}")
     if project_inputs is None:
         project_inputs = default_project_inputs(cell)
     elif not isinstance(project_inputs, bool):
-        raise TypeError(f"project_inputs: expected True, False or None (the measured default), got {describe(project_inputs)}")
+        raise UserTypeError(f"project_inputs: expected True, False or None (the measured default), got {describe(project_inputs)}")
     return _Long(xs, time_axis, time, batch_shape, prep.carry, prep.lengths, chunk, project_inputs)
 
 
 def _loss_dtype(step_loss, cell: Cell, long: _Long, dtype):
     """Check ``step_loss``'s result (abstractly, before the scan is traced) and return its dtype."""
     if not callable(step_loss):
-        raise TypeError(f"step_loss: expected a callable step_loss(y_t, t), got {describe(step_loss)}")
+        raise UserTypeError(f"step_loss: expected a callable step_loss(y_t, t), got {describe(step_loss)}")
     y = jax.ShapeDtypeStruct(long.batch_shape + (cell.hidden_size,), dtype)
     out = jax.eval_shape(step_loss, y, jax.ShapeDtypeStruct((), jnp.int32))
     check_floating("step_loss result", out)
     if long.lengths is not None and tuple(out.shape) != long.batch_shape:
-        raise ValueError(
+        raise UserValueError(
             f"step_loss result: with lengths, expected one value per sequence (shape {long.batch_shape}) "
             f"so that padded steps can be left out, got shape {tuple(out.shape)}"
         )
     if tuple(out.shape) not in ((), long.batch_shape):
-        raise ValueError(
+        raise UserValueError(
             f"step_loss result: expected a scalar or one value per sequence (shape {long.batch_shape}), got shape {tuple(out.shape)}"
         )
     return out.dtype
@@ -214,27 +219,38 @@ def model_loss_every(
         the W3 benchmark's loss.
       loss: ``"mse"`` or ``"xent"``.
       chunk, initial_carry, time_major, lengths, project_inputs: as in :func:`chunked_loss`.
+
+    What cannot be checked when traced: as in :func:`rnn_jax.model.loss`, concrete labels
+    outside ``[0, O)`` at a valid step raise ``ValueError``; traced ones there make the
+    loss and every gradient NaN. A padded step's target is never read.
     """
-    if not isinstance(params, ModelParams):
-        raise TypeError(f"params: expected rnn_jax.model.ModelParams(cell=..., readout=...), got {type(params).__name__}")
-    fn = _losses.LOSSES[check_choice("loss", loss, _losses.LOSSES)]
+    check_model_params(cell, params)
+    check_choice("loss", loss, _losses.LOSSES)
     long = _prepare_long(cell, params.cell, xs, initial_carry, lengths, time_major, chunk, project_inputs)
     out_size = params.readout.w.shape[-1]
     batch_major = long.batch_shape + (long.time,)
     if targets is None:
         if loss != "mse":
-            raise ValueError(f"targets: required for loss {loss!r} (None means zero targets, for 'mse' only)")
+            raise UserValueError(f"targets: required for loss {loss!r} (None means zero targets, for 'mse' only)")
     elif loss == "mse":
         check_floating("targets", targets)
         if tuple(targets.shape) != batch_major + (out_size,):
-            raise ValueError(f"targets: expected shape {batch_major + (out_size,)} (batch-major, one per step), got {tuple(targets.shape)}")
+            raise UserValueError(f"targets: expected shape {batch_major + (out_size,)} (batch-major, one per step), got {tuple(targets.shape)}")
     else:
         check_integer("targets", targets)
         if tuple(targets.shape) != batch_major:
-            raise ValueError(f"targets: expected shape {batch_major} (batch-major, one label per step), got {tuple(targets.shape)}")
+            raise UserValueError(f"targets: expected shape {batch_major} (batch-major, one label per step), got {tuple(targets.shape)}")
+        given = as_lengths(lengths)  # NumPy for concrete lengths: long.lengths is traced under jit
+        if is_concrete(given):  # concrete labels are checked at the valid steps
+            valid = None if given is None else np.arange(long.time) < np.asarray(given)[..., None]
+            check_labels("targets", targets, out_size, valid)
 
-    # the library's loss on a single position is that position's value; vmap gives one per sequence
-    per_position = lambda p, target: fn(p[None], target[None])
+    # the library's loss on a single position is that position's value (0 at a padded step,
+    # whose target is not read); vmap gives one per sequence
+    if long.lengths is None:
+        per_position = lambda p, target, _: _losses.compute(loss, p[None], target[None], None, "targets")
+    else:
+        per_position = lambda p, target, valid: _losses.compute(loss, p[None], target[None], valid[None], "targets")
     for _ in long.batch_shape:
         per_position = jax.vmap(per_position)
     time_axis = len(long.batch_shape)  # of the batch-major targets
@@ -245,7 +261,8 @@ def model_loss_every(
             target = jnp.zeros_like(predictions)
         else:
             target = lax.dynamic_index_in_dim(targets, t, axis=time_axis, keepdims=False)
-        return per_position(predictions, target)
+        valid = jnp.ones(long.batch_shape, jnp.bool_) if long.lengths is None else t < long.lengths
+        return per_position(predictions, target, valid)
 
     total = _run(cell, params.cell, long, step_loss)
     if long.lengths is None:

@@ -11,11 +11,12 @@ from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax import losses as _losses
-from rnn_jax._checks import check_choice
-from rnn_jax.cells import Cell
-from rnn_jax.readout import ReadoutParams, readout, readout_init
+from rnn_jax._checks import UserTypeError, as_lengths, check_choice, check_key, check_labels, describe, is_concrete
+from rnn_jax.cells import Cell, check_cell
+from rnn_jax.readout import ReadoutParams, check_readout_params, readout, readout_init
 from rnn_jax.unroll import unroll
 
 ON = ("last", "every")
@@ -36,6 +37,8 @@ def init(
     dtype=jnp.float32,
 ) -> ModelParams:
     """Initialise the cell and its readout from one key (split deterministically)."""
+    check_cell(cell)
+    check_key("model.init key", key)
     k_cell, k_out = jax.random.split(key)
     return ModelParams(
         cell.init(k_cell, input_size, dtype),
@@ -43,11 +46,29 @@ def init(
     )
 
 
+def check_model_params(cell: Cell, params: Any) -> None:
+    """``params`` must be a :class:`ModelParams` whose readout reads the cell's ``H`` units
+    in the cell parameters' dtype (the cell's own parameters are checked by the unroll)."""
+    check_cell(cell)
+    if not isinstance(params, ModelParams):
+        raise UserTypeError(
+            f"params: expected rnn_jax.model.ModelParams(cell=..., readout=...) (from rnn_jax.model.init), "
+            f"got {describe(params)}"
+        )
+    dtype = getattr(params.cell, "w_ih", None)
+    check_readout_params(params.readout, "params.readout", cell.hidden_size, getattr(dtype, "dtype", None))
+
+
 def predict(cell: Cell, params: ModelParams, xs: jax.Array, *, on: str = "last", lengths=None, **unroll_kwargs):
     """Readout of the outputs: ``(batch, O)`` at each last valid step (``on="last"``)
     or ``(batch, time, O)`` at every step (``on="every"``); always batch-major, whatever
-    the layout of ``xs`` (``(O,)`` / ``(time, O)`` for an unbatched sequence)."""
+    the layout of ``xs`` (``(O,)`` / ``(time, O)`` for an unbatched sequence).
+
+    ``lengths`` and ``**unroll_kwargs`` as in :func:`rnn_jax.unroll.unroll` (an array, a
+    list or a number; traced lengths are clipped into ``[0, time]``)."""
     check_choice("on", on, ON)
+    check_model_params(cell, params)
+    lengths = as_lengths(lengths)
     _, ys = unroll(cell, params.cell, xs, lengths=lengths, **unroll_kwargs)[:2]
     if unroll_kwargs.get("time_major") and ys.ndim == 3:
         ys = jnp.swapaxes(ys, 0, 1)
@@ -70,14 +91,24 @@ def loss(
     """The scalar training loss.
 
     Args:
-      loss: ``"mse"`` (targets ``(..., O)`` floats) or ``"xent"`` (integer labels).
+      loss: ``"mse"`` (targets ``(..., O)`` floats; another floating dtype than the
+        parameters' is cast to theirs) or ``"xent"`` (integer labels in ``[0, O)``).
       on: ``"last"`` -- targets per sequence, compared with the readout at its last
         valid step; ``"every"`` -- targets per step (batch-major ``(batch, time, ...)``
-        whatever the layout of ``xs``), padded steps masked out.
-      lengths, **unroll_kwargs: passed to :func:`rnn_jax.unroll.unroll`.
+        whatever the layout of ``xs``), padded steps masked out (their targets are
+        not read: any label may pad them).
+      lengths, **unroll_kwargs: passed to :func:`rnn_jax.unroll.unroll` (lengths as an
+        array, a list or a number).
+
+    What cannot be checked when traced: labels under ``jit``/``vmap``/``grad`` cannot be
+    inspected; one outside ``[0, O)`` at a valid position makes the loss and every
+    gradient NaN (concrete ones raise ``ValueError``). Traced lengths are clipped into
+    ``[0, time]`` (concrete ones out of range raise).
     """
     check_choice("loss", loss, _losses.LOSSES)
     check_choice("on", on, ON)
+    check_model_params(cell, params)
+    lengths = as_lengths(lengths)
     _, ys = unroll(cell, params.cell, xs, lengths=lengths, **unroll_kwargs)[:2]
     if unroll_kwargs.get("time_major") and ys.ndim == 3:
         ys = jnp.swapaxes(ys, 0, 1)
@@ -98,18 +129,36 @@ def loss_from_outputs(
     outputs: batch-major ``(batch, time, H)`` (or ``(time, H)``), zero at padded steps.
     Shared by :func:`loss` and by code that runs its own scan (the diagnostics).
     """
-    fn = _losses.LOSSES[check_choice("loss", loss, _losses.LOSSES)]
+    check_choice("loss", loss, _losses.LOSSES)
     check_choice("on", on, ON)
+    check_readout_params(readout_params, "params.readout")
+    lengths = as_lengths(lengths)
     if on == "last":
         outputs = _losses.last_outputs(outputs, lengths)
     predictions = _readout_every_step(readout_params, outputs)
+    if loss == "xent":
+        _check_labels_on_host(targets, predictions.shape, lengths, on)
     mask = None
     if lengths is not None:
         if on == "last":
             mask = _losses.last_step_mask(lengths, lengths.shape, predictions.dtype)
         else:
             mask = _losses.sequence_mask(lengths, predictions.shape[-2], predictions.dtype)
-    return fn(predictions, targets, mask)
+    return _losses.compute(loss, predictions, targets, mask, "targets")
+
+
+def _check_labels_on_host(targets, shape: tuple, lengths, on: str) -> None:
+    """Concrete labels against the classes at the valid positions, with the validity computed
+    from concrete lengths in NumPy (under ``jit`` a mask made with ``jnp`` is traced, even from
+    constants); the loss's own check covers the rest."""
+    if not (is_concrete(targets) and is_concrete(lengths) and hasattr(targets, "dtype")
+            and jnp.issubdtype(targets.dtype, jnp.integer) and tuple(targets.shape) == tuple(shape[:-1])):
+        return
+    valid = None
+    if lengths is not None:
+        n = np.asarray(lengths)
+        valid = np.arange(shape[-2]) < n[..., None] if on == "every" else n > 0
+    check_labels("targets", targets, shape[-1], valid)
 
 
 def _readout_every_step(readout_params: ReadoutParams, outputs: jax.Array) -> jax.Array:

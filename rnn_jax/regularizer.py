@@ -46,8 +46,8 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax import activations
-from rnn_jax._checks import check_floating, describe
-from rnn_jax.cells import Cell
+from rnn_jax._checks import UserTypeError, UserValueError, check_floating, check_real, describe
+from rnn_jax.cells import Cell, check_cell as _check_is_cell
 from rnn_jax.diagnostics import perturbed_loss, state_gradients, zero_perturbations
 from rnn_jax.model import ModelParams
 
@@ -83,15 +83,14 @@ class OmegaAux(NamedTuple):
 
 def check_cell(cell: Cell) -> None:
     """Raise unless Ω is defined for ``cell``: an elman or pascanu cell with a known σ'."""
-    if not isinstance(cell, Cell):
-        raise TypeError(f"Ω: expected a Cell, got {type(cell).__name__}")
+    _check_is_cell(cell)
     if cell.kind not in ("elman", "pascanu"):
-        raise ValueError(
+        raise UserValueError(
             f"Ω is defined for Elman-type cells whose one-step Jacobian is diag(σ')·W_hh "
             f"(kinds 'elman', 'pascanu'); got a {cell.kind!r} cell"
         )
     if cell.activation not in _DERIVATIVE_OF_STATE:
-        raise ValueError(
+        raise UserValueError(
             f"Ω: unsupported activation {cell.activation!r}; expected one of {', '.join(map(repr, _DERIVATIVE_OF_STATE))}"
         )
 
@@ -105,19 +104,21 @@ def omega_terms(cell: Cell, w_hh: Array, deltas: Array, states: Array, *, bound:
       deltas: ``(..., time, H)``: ``δ_k = ∂E/∂s_k`` (``StateGradients.deltas.hidden``).
       states: ``(..., time, H)``: ``s_k`` after each step (``StateGradients.carries.hidden``);
         for pascanu the state before step 1 is taken to be 0 (the default initial carry).
-      bound: pairs with ``‖δ_k‖² < bound`` are left out.
+      bound: pairs with ``‖δ_k‖² < bound`` are left out; a positive finite number (at 0,
+        a zero ``δ_k`` would divide 0 by 0). A traced bound is not checked.
 
     Returns:
       ``(omega, ratios, valid)``, ratios and valid ``(..., time)``.
     """
     check_cell(cell)
+    check_real("bound", bound, low=0.0, low_open=True)
     for name, a in (("w_hh", w_hh), ("deltas", deltas), ("states", states)):
         check_floating(f"omega_terms {name}", a)
     h = cell.hidden_size
     if w_hh.shape != (h, h):
-        raise ValueError(f"omega_terms w_hh: expected shape {(h, h)}, got {describe(w_hh)}")
+        raise UserValueError(f"omega_terms w_hh: expected shape {(h, h)}, got {describe(w_hh)}")
     if deltas.ndim < 2 or deltas.shape[-1] != h or states.shape != deltas.shape:
-        raise ValueError(
+        raise UserValueError(
             f"omega_terms: expected deltas and states of the same shape (..., time, {h}), "
             f"got deltas {describe(deltas)} and states {describe(states)}"
         )
@@ -140,7 +141,7 @@ def omega_terms(cell: Cell, w_hh: Array, deltas: Array, states: Array, *, bound:
 def _check_model(cell: Cell, params) -> None:
     check_cell(cell)
     if not isinstance(params, ModelParams):
-        raise TypeError(f"Ω: expected ModelParams(cell=..., readout=...), got {type(params).__name__}")
+        raise UserTypeError(f"Ω: expected ModelParams(cell=..., readout=...), got {type(params).__name__}")
 
 
 def omega(
@@ -156,11 +157,12 @@ def omega(
 ):
     """Ω of the model on a minibatch, and :class:`OmegaAux`.
 
-    Arguments as in :func:`rnn_jax.model.loss` (``xs`` batch-major or unbatched).
-    ``jax.grad`` of the returned Ω with respect to ``params`` is zero everywhere but
+    Arguments as in :func:`rnn_jax.model.loss` (``xs`` batch-major or unbatched);
+    ``bound`` as in :func:`omega_terms`. ``jax.grad`` of the returned Ω with respect to ``params`` is zero everywhere but
     ``params.cell.w_hh`` (δ and the states are constants). jit- and vmap-able.
     """
     _check_model(cell, params)
+    check_real("bound", bound, low=0.0, low_open=True)
     sg = state_gradients(cell, params, xs, targets, loss=loss, on=on, lengths=lengths)
     value, ratios, valid = omega_terms(cell, params.cell.w_hh, sg.deltas.hidden, sg.carries.hidden, bound=bound)
     return value, OmegaAux(sg.loss, ratios, valid, jnp.mean(valid.astype(ratios.dtype)))
@@ -184,10 +186,16 @@ def loss_and_grad_with_omega(
     its gradient with respect to ``W_hh`` are then cheap. Only ``grads.cell.w_hh``
     differs from ``jax.grad(rnn_jax.model.loss)``. jit- and vmap-able.
 
+    ``alpha``: Ω's weight, a finite number ``>= 0`` (0: no regularisation); a traced
+    (per-member, under ``vmap``) alpha cannot be checked and is used as given. ``bound``
+    as in :func:`omega_terms`.
+
     Returns:
       ``(loss, omega, grads)``, grads a :class:`~rnn_jax.model.ModelParams`.
     """
     _check_model(cell, params)
+    check_real("alpha", alpha, low=0.0, allow_array=True)
+    check_real("bound", bound, low=0.0, low_open=True)
     grad_fn = jax.value_and_grad(
         lambda p, eps: perturbed_loss(cell, p, xs, targets, eps, loss=loss, on=on, lengths=lengths),
         argnums=(0, 1),

@@ -59,3 +59,31 @@ def test_model_loss_equals_per_sequence_numpy_average(name, loss, on):
             logp = out - np.log(np.exp(out).sum(-1, keepdims=True))
             per_position += list(-logp[np.arange(len(tgt)), tgt])
     np.testing.assert_allclose(got, np.mean(per_position), rtol=1e-12)
+
+
+def test_xent_labels_outside_the_classes_never_give_a_finite_wrong_loss():
+    """Issue #19, defect 3. Concrete labels outside [0, C) at a valid position are refused at
+    trace time (as the reference BPTT refuses them); traced ones make the loss and every
+    gradient NaN, where before a label C gave a NaN loss with finite gradients and -1 counted
+    as the last class. A padded position's label is not read, traced or not."""
+    cell = rnn_jax.elman(3)
+    params = rnn_jax.model.init(jax.random.key(0), cell, 2, 4, dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 2), jnp.float64)
+    loss = lambda p, y, **kw: rnn_jax.model.loss(cell, p, xs, y, loss="xent", **kw)
+    for bad in ([0, 4], [-1, 0]):
+        labels = jnp.asarray(bad)  # made outside jit: a constant of the trace, checked at trace time
+        with pytest.raises(ValueError, match=r"targets: class labels must lie in \[0, 4\)"):
+            jax.jit(lambda p: loss(p, labels))(params)
+        with pytest.raises(ValueError, match=r"class labels must lie in \[0, 4\)"):
+            rnn_jax.bptt.bptt(cell, params, xs, labels, loss="xent")
+        value, grads = jax.jit(jax.value_and_grad(loss))(params, labels)  # traced labels
+        assert np.isnan(value) and all(np.all(np.isnan(g)) for g in jax.tree_util.tree_leaves(grads))
+    # valid labels: the same numbers as the definition (test_mse_and_xent_against_numpy), finite gradients
+    value, grads = jax.jit(jax.value_and_grad(loss))(params, jnp.array([0, 3]))
+    assert np.isfinite(value) and all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+    # -1 padding where the sequence has ended is not read
+    labels, lengths = jnp.array([[0, 1, -1, -1, -1], [2, 3, 0, 1, 2]]), np.array([2, 5])
+    padded = loss(params, labels, on="every", lengths=lengths)
+    traced = jax.jit(lambda y, n: loss(params, y, on="every", lengths=n))(labels, lengths)
+    reference = rnn_jax.bptt.bptt(cell, params, xs, labels, loss="xent", on="every", lengths=lengths).loss
+    np.testing.assert_allclose([padded, traced], [reference, reference], rtol=1e-12)
