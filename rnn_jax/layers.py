@@ -41,7 +41,7 @@ from typing import Any, Callable, NamedTuple, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._checks import check_key, check_positive_int, describe
+from rnn_jax._checks import UserTypeError, UserValueError, check_bool, check_float_dtype, check_key, check_positive_int, describe
 from rnn_jax.cells import Cell
 from rnn_jax.unroll import unroll
 
@@ -109,11 +109,10 @@ def output_size(layer: Union[Cell, Bidirectional, Stacked]) -> int:
     return layer.hidden_size if isinstance(layer, Cell) else layer.output_size
 
 
-def _check_init_args(what: str, key, input_size, dtype) -> None:
+def _check_init_args(what: str, key, input_size, dtype):
     check_key(f"{what}.init key", key)
     check_positive_int(f"{what}.init input_size", input_size)
-    if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
-        raise TypeError(f"{what}.init dtype: expected a floating dtype, got {jnp.dtype(dtype)}")
+    return check_float_dtype(f"{what}.init dtype", dtype)
 
 
 def _with_context(context: str, fn: Callable[[], Any]):
@@ -129,11 +128,11 @@ def _with_context(context: str, fn: Callable[[], Any]):
 
 def _bidirectional_apply(layer: Bidirectional, params, xs, lengths, initial_carries, time_major: bool):
     if not isinstance(params, BidirectionalParams):
-        raise TypeError(f"bidirectional layer: expected BidirectionalParams(forward, backward), got {describe(params)}")
+        raise UserTypeError(f"bidirectional layer: expected BidirectionalParams(forward, backward), got {describe(params)}")
     if initial_carries is None:
         initial_carries = BidirectionalState(None, None)
     elif not isinstance(initial_carries, BidirectionalState):
-        raise TypeError(
+        raise UserTypeError(
             f"bidirectional layer: expected initial_carries as BidirectionalState(forward, backward) or None, "
             f"got {describe(initial_carries)}"
         )
@@ -168,13 +167,13 @@ def bidirectional(forward: Cell, backward: Cell, *, time_major: bool = False) ->
     """
     for name, cell in (("forward", forward), ("backward", backward)):
         if not isinstance(cell, Cell):
-            raise TypeError(f"bidirectional: expected the {name} cell to be an rnn_jax Cell, got {describe(cell)}")
+            raise UserTypeError(f"bidirectional: expected the {name} cell to be an rnn_jax Cell, got {describe(cell)}")
     if not isinstance(time_major, bool):
-        raise TypeError(f"bidirectional: time_major must be a bool, got {time_major!r}")
+        raise UserTypeError(f"bidirectional: time_major must be a bool, got {time_major!r}")
     layer = None
 
     def init(key, input_size, dtype=jnp.float32):
-        _check_init_args("bidirectional", key, input_size, dtype)
+        dtype = _check_init_args("bidirectional", key, input_size, dtype)
         k_fw, k_bw = jax.random.split(key)
         return BidirectionalParams(forward.init(k_fw, input_size, dtype), backward.init(k_bw, input_size, dtype))
 
@@ -214,22 +213,22 @@ def stacked(layers: Sequence[Layer], *, time_major: bool = False) -> Stacked:
       and ``outputs`` are the last layer's.
     """
     if isinstance(layers, (Cell, Bidirectional, Stacked)) or not isinstance(layers, (list, tuple)):
-        raise TypeError(f"stacked: expected a list of cells and bidirectional layers, got {describe(layers)}")
+        raise UserTypeError(f"stacked: expected a list of cells and bidirectional layers, got {describe(layers)}")
     if not layers:
-        raise ValueError("stacked: expected at least one layer, got an empty list")
+        raise UserValueError("stacked: expected at least one layer, got an empty list")
     for k, layer in enumerate(layers):
         if not isinstance(layer, (Cell, Bidirectional)):
-            raise TypeError(
+            raise UserTypeError(
                 f"stacked: layer {k} must be an rnn_jax Cell or a Bidirectional layer, got {describe(layer)}"
             )
     if not isinstance(time_major, bool):
-        raise TypeError(f"stacked: time_major must be a bool, got {time_major!r}")
+        raise UserTypeError(f"stacked: time_major must be a bool, got {time_major!r}")
     layers = tuple(layers)
     n = len(layers)
     sizes = [output_size(layer) for layer in layers]
 
     def init(key, input_size, dtype=jnp.float32):
-        _check_init_args("stacked", key, input_size, dtype)
+        dtype = _check_init_args("stacked", key, input_size, dtype)
         keys = jax.random.split(key, n)
         in_sizes = [input_size] + sizes[:-1]
         return tuple(layer.init(k, size, dtype) for layer, k, size in zip(layers, keys, in_sizes))
@@ -237,13 +236,13 @@ def stacked(layers: Sequence[Layer], *, time_major: bool = False) -> Stacked:
     def apply(params, xs, *, lengths=None, initial_carries=None):
         # a NamedTuple (one cell's or one bidirectional layer's parameters) is not a per-layer tuple
         if not isinstance(params, (tuple, list)) or hasattr(params, "_fields"):
-            raise TypeError(f"stacked: expected params as a tuple with one entry per layer ({n}), got {describe(params)}")
+            raise UserTypeError(f"stacked: expected params as a tuple with one entry per layer ({n}), got {describe(params)}")
         if len(params) != n:
-            raise ValueError(f"stacked: expected parameters for {n} layers, got {len(params)}")
+            raise UserValueError(f"stacked: expected parameters for {n} layers, got {len(params)}")
         if initial_carries is None:
             initial_carries = (None,) * n
         elif not isinstance(initial_carries, (tuple, list)) or hasattr(initial_carries, "_fields") or len(initial_carries) != n:
-            raise ValueError(
+            raise UserValueError(
                 f"stacked: expected initial_carries as None or a tuple of {n} per-layer carries (or None), "
                 f"got {describe(initial_carries)}"
             )

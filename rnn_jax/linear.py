@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax._checks import check_choice, check_floating, describe
+from rnn_jax._checks import UserTypeError, UserValueError, check_bool, check_choice, check_floating, describe
 
 METHODS = ("auto", "sequential", "parallel")
 
@@ -98,7 +98,7 @@ def _as_array(what: str, value: Any, dtype) -> Any:
         return jnp.asarray(value, dtype)
     check_floating(what, value)
     if value.dtype != dtype:
-        raise TypeError(f"{what}: expected dtype {dtype} to match x, got {describe(value)}")
+        raise UserTypeError(f"{what}: expected dtype {dtype} to match x, got {describe(value)}")
     return value
 
 
@@ -114,15 +114,15 @@ def _check(a, x, h0, axis, method):
     check_choice("method", method, METHODS)
     check_floating("x", x)
     if x.ndim == 0:
-        raise ValueError(f"x: expected at least one axis (time), got {describe(x)}")
+        raise UserValueError(f"x: expected at least one axis (time), got {describe(x)}")
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis: expected an integer in [{-x.ndim}, {x.ndim}) for x of shape {tuple(x.shape)}, got {axis!r}")
+        raise UserValueError(f"axis: expected an integer in [{-x.ndim}, {x.ndim}) for x of shape {tuple(x.shape)}, got {axis!r}")
     axis = int(axis) % x.ndim
     if x.shape[axis] == 0:
-        raise ValueError(f"x: the sequence has zero steps (axis {axis} of shape {tuple(x.shape)}); expected at least one")
+        raise UserValueError(f"x: the sequence has zero steps (axis {axis} of shape {tuple(x.shape)}); expected at least one")
     a = _as_array("a", a, x.dtype)
     if not _broadcasts_to(a.shape, x.shape):
-        raise ValueError(
+        raise UserValueError(
             f"a: expected a shape that broadcasts to x's shape {tuple(x.shape)} (time axis {axis}: "
             f"extent {x.shape[axis]} per step or 1 for constant), got {tuple(a.shape)}"
         )
@@ -131,7 +131,7 @@ def _check(a, x, h0, axis, method):
         h0 = _as_array("h0", h0, x.dtype)
         state = tuple(x.shape[:axis] + x.shape[axis + 1:])
         if not _broadcasts_to(h0.shape, state):
-            raise ValueError(
+            raise UserValueError(
                 f"h0: expected a shape that broadcasts to the state shape {state} (x's shape without "
                 f"the time axis {axis}), got {tuple(h0.shape)}"
             )
@@ -192,6 +192,7 @@ def linear_recurrence(a, x, h0=None, *, axis: int = 0, reverse: bool = False, me
     (``ValueError`` for shapes and unknown options, ``TypeError`` for dtypes).
     """
     a, h0, axis = _check(a, x, h0, axis, method)
+    reverse = check_bool("reverse", reverse)
     if method == "auto":
         method = default_method(x.shape[axis])
     a_tm, x_tm = jnp.moveaxis(a, axis, 0), jnp.moveaxis(x, axis, 0)

@@ -31,6 +31,7 @@ Counters live in the states (``num_steps``, ``num_clipped``, ``last_norm``,
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax._checks import check_choice, is_concrete
+from rnn_jax._checks import UserTypeError, UserValueError, check_choice, describe, is_concrete
 
 Array = jax.Array
 KeyPath = tuple
@@ -95,19 +96,29 @@ def _check_range(what: str, value: Any, low: float, high: float, *, low_open: bo
     """Raise if a concrete hyperparameter (or any entry of it) lies outside the interval; tracers pass."""
     if value is None or callable(value) or not is_concrete(value):
         return
+    if isinstance(value, (str, bytes, bool, np.bool_)) or (
+        hasattr(value, "dtype") and not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer))
+    ):
+        raise UserTypeError(f"{what} must be a number or an array of numbers, got {describe(value)}")
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a number or an array of numbers, got {value!r}") from None
+        raise UserTypeError(f"{what} must be a number or an array of numbers, got {value!r}") from None
     ok_low = arr > low if low_open else arr >= low
     ok_high = arr < high if high_open else arr <= high
     if not (np.all(~np.isnan(arr)) and np.all(ok_low) and np.all(ok_high)):
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{what} must lie in {interval}, got {value!r}")
+        raise UserValueError(f"{what} must lie in {interval}, got {value!r}")
 
 
 def _check_positive(what: str, value: Any, *, allow_inf: bool = False) -> None:
     _check_range(what, value, 0.0, np.inf, low_open=True, high_open=not allow_inf)
+
+
+def _check_transformation(what: str, value: Any) -> None:
+    """``value`` must be None or an optax transformation (``init`` and ``update`` functions)."""
+    if value is not None and not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+        raise UserTypeError(f"{what}: expected an optax GradientTransformation (or None), got {describe(value)}")
 
 
 def _all_finite(tree: Any) -> Array:
@@ -198,7 +209,7 @@ def switchover_momentum(initial: float = 0.5, final: float = 0.9, *, switchover:
       [0.5, 0.5, 0.5, 0.9, 0.9]
     """
     if isinstance(switchover, bool) or not isinstance(switchover, (int, np.integer)) or switchover < 0:
-        raise ValueError(f"switchover must be a non-negative integer number of updates, got {switchover!r}")
+        raise UserValueError(f"switchover must be a non-negative integer number of updates, got {switchover!r}")
     _check_range("initial", initial, 0.0, 1.0, low_open=False, high_open=True)
     _check_range("final", final, 0.0, 1.0, low_open=False, high_open=True)
     return optax.join_schedules(
@@ -413,6 +424,7 @@ def skip_nonfinite(inner: Optional[optax.GradientTransformation] = None) -> opta
       >>> print(updates, int(state.num_skipped))
       [0. 0.] 1
     """
+    _check_transformation("skip_nonfinite inner", inner)
     inner = optax.with_extra_args_support(optax.identity() if inner is None else inner)
 
     def init_fn(params):
@@ -499,7 +511,8 @@ def original_nonfinite_fallback(
     elif callable(select):
         is_selected = select
     else:
-        raise TypeError(f"select must be a leaf name (str) or a predicate on a key path, got {select!r}")
+        raise UserTypeError(f"select must be a leaf name (str) or a predicate on a key path, got {select!r}")
+    _check_transformation("original_nonfinite_fallback inner", inner)
     inner = optax.with_extra_args_support(optax.identity() if inner is None else inner)
 
     def init_fn(params):
@@ -507,11 +520,11 @@ def original_nonfinite_fallback(
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is None:
-            raise ValueError("original_nonfinite_fallback needs params: call update(grads, state, params)")
+            raise UserValueError("original_nonfinite_fallback needs params: call update(grads, state, params)")
         with_path = jax.tree_util.tree_leaves_with_path(params)
         if not any(is_selected(path) for path, _ in with_path):
             paths = ", ".join(jax.tree_util.keystr(path) for path, _ in with_path)
-            raise ValueError(f"original_nonfinite_fallback: no parameter leaf matches select={select!r}; the leaves are {paths}")
+            raise UserValueError(f"original_nonfinite_fallback: no parameter leaf matches select={select!r}; the leaves are {paths}")
         norm = optax.tree.norm(updates)
         bad = jnp.logical_or(jnp.logical_not(jnp.isfinite(norm)), norm > jnp.asarray(threshold, norm.dtype))
         new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
@@ -679,6 +692,10 @@ def irprop_minus(
     _check_range("eta_minus", eta_minus, 0.0, 1.0, low_open=True, high_open=False)
     _check_positive("min_step_size", min_step_size)
     _check_positive("max_step_size", max_step_size)
+    low, high = min_step_size, max_step_size
+    if is_concrete(low) and is_concrete(high) and not callable(low) and not callable(high):
+        if np.any(np.asarray(low, np.float64) > np.asarray(high, np.float64)):
+            raise UserValueError(f"min_step_size ({low!r}) must not exceed max_step_size ({high!r})")
     return _hyperparams_in_gradient_dtype(
         optax.rprop,
         learning_rate=learning_rate,
@@ -857,9 +874,9 @@ def teacher_student(
       >>> tx = optim.teacher_student(updates_per_epoch=500)
     """
     if isinstance(updates_per_epoch, bool) or not isinstance(updates_per_epoch, (int, np.integer)) or updates_per_epoch <= 0:
-        raise ValueError(f"updates_per_epoch must be a positive integer, got {updates_per_epoch!r}")
+        raise UserValueError(f"updates_per_epoch must be a positive integer, got {updates_per_epoch!r}")
     if isinstance(momentum_switchover, bool) or not isinstance(momentum_switchover, (int, np.integer)) or momentum_switchover < -1:
-        raise ValueError(f"momentum_switchover must be an integer epoch >= -1, got {momentum_switchover!r}")
+        raise UserValueError(f"momentum_switchover must be an integer epoch >= -1, got {momentum_switchover!r}")
     schedule = switchover_momentum(
         initial_momentum, final_momentum, switchover=(int(momentum_switchover) + 1) * int(updates_per_epoch)
     )
@@ -888,10 +905,17 @@ def get(name: str, **kwargs: Any) -> optax.GradientTransformation:
       >>> tx = optim.get("MSGD-C", learning_rate=0.01, threshold=1.0)
     """
     if not isinstance(name, str):
-        raise TypeError(f"optimizer name must be a string, got {name!r}")
+        raise UserTypeError(f"optimizer name must be a string, got {name!r}")
     key = name.strip().lower().replace("-", "_")
     check_choice("optimizer", key, OPTIMIZERS)
-    return OPTIMIZERS[key](**kwargs)
+    factory = OPTIMIZERS[key]
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as err:
+        raise UserTypeError(
+            f"optimizer {key!r}: {err}; it takes {', '.join(inspect.signature(factory).parameters)}"
+        ) from None
+    return factory(**kwargs)
 
 
 def counters(state: Any) -> dict[str, Array]:

@@ -2,6 +2,8 @@
 
 Each case is (description, thunk, exception type, regex the message must match). The thunks
 run under ``jax.jit`` where the call is traceable, to show the error comes at trace time.
+Every error is a :class:`rnn_jax._checks.UserError` (a ValueError or TypeError too).
+tests/test_hostile.py has the hostile cases of issue #19 (labels, consistency, every module).
 """
 
 import jax
@@ -11,6 +13,7 @@ import pytest
 
 import rnn_jax
 from rnn_jax import losses
+from rnn_jax._checks import UserError
 
 H, I = 4, 3
 CELL = rnn_jax.lstm(H)
@@ -71,8 +74,9 @@ CASES = [
 
 @pytest.mark.parametrize("description,thunk,exc,pattern", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_raises_a_clear_error(description, thunk, exc, pattern):
-    with pytest.raises(exc, match=pattern):
+    with pytest.raises(exc, match=pattern) as info:
         thunk()
+    assert isinstance(info.value, UserError), "a check of the library's, not an error from deeper down"
 
 
 def test_empty_batch_is_allowed_and_gives_empty_outputs():

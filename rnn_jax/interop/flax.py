@@ -36,8 +36,8 @@ import jax.numpy as jnp
 
 from rnn_jax import cells as _cells
 from rnn_jax.activations import ACTIVATIONS
-from rnn_jax._checks import describe
-from rnn_jax.cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, RNNState
+from rnn_jax._checks import UserTypeError, UserValueError, check_floating, describe
+from rnn_jax.cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, RNNState, check_cell
 from rnn_jax.layers import Bidirectional, BidirectionalParams, bidirectional
 
 LSTM_GATES = ("i", "f", "g", "o")
@@ -56,7 +56,7 @@ def _flax_kind(tree: Mapping) -> str:
     for kind, layout in _LAYOUTS.items():
         if keys == set(layout):
             return kind
-    raise ValueError(
+    raise UserValueError(
         f"Flax parameters with modules {sorted(keys)} are not those of a SimpleCell {sorted(_LAYOUTS['simple'])}, "
         f"an LSTMCell/OptimizedLSTMCell {sorted(_LAYOUTS['lstm'])} or a GRUCell {sorted(_LAYOUTS['gru'])}"
     )
@@ -65,12 +65,12 @@ def _flax_kind(tree: Mapping) -> str:
 def _unwrap(variables: Any, *path: str) -> Mapping:
     """Accept ``{'params': {...}}`` or the parameter dict itself, then follow ``path``."""
     if not isinstance(variables, Mapping):
-        raise TypeError(f"expected Flax variables (a dict like {{'params': ...}}), got {describe(variables)}")
+        raise UserTypeError(f"expected Flax variables (a dict like {{'params': ...}}), got {describe(variables)}")
     tree = variables["params"] if "params" in variables else variables
     for name in path:
         if not isinstance(tree, Mapping) or name not in tree:
             have = sorted(tree) if isinstance(tree, Mapping) else describe(tree)
-            raise ValueError(f"Flax variables: expected a {name!r} entry, found {have}")
+            raise UserValueError(f"Flax variables: expected a {name!r} entry, found {have}")
         tree = tree[name]
     return tree
 
@@ -88,19 +88,27 @@ def params_from_flax(flax_params: Mapping):
     tree = _unwrap(flax_params)
     kind = _flax_kind(tree)
     for module, names in _LAYOUTS[kind].items():
+        if not isinstance(tree[module], Mapping):
+            raise UserTypeError(f"Flax parameters: {module!r} should be a dict of {sorted(names)}, got {describe(tree[module])}")
         if set(tree[module]) != names:
-            raise ValueError(f"Flax parameters: {module!r} has {sorted(tree[module])}, expected {sorted(names)}")
+            raise UserValueError(f"Flax parameters: {module!r} has {sorted(tree[module])}, expected {sorted(names)}")
+    for module, names in _LAYOUTS[kind].items():
+        for name in sorted(names):
+            check_floating(f"Flax parameters: {module}.{name}", tree[module][name])
+    dtypes = {f"{m}.{n}": tree[m][n].dtype for m, names in _LAYOUTS[kind].items() for n in names}
+    if len(set(dtypes.values())) > 1:
+        raise UserTypeError(f"Flax parameters: expected one dtype for every parameter, got {dtypes}")
     hidden_size = int(tree["h" if kind == "simple" else "hi" if kind == "lstm" else "hr"]["kernel"].shape[-1])
     for module, names in _LAYOUTS[kind].items():
         kernel = tree[module]["kernel"]
         want_in = hidden_size if module.startswith("h") else None
         if kernel.ndim != 2 or kernel.shape[-1] != hidden_size or (want_in is not None and kernel.shape[0] != want_in):
-            raise ValueError(
+            raise UserValueError(
                 f"Flax parameters: {module}.kernel has shape {tuple(kernel.shape)}, expected "
                 f"({want_in if want_in is not None else 'input_size'}, {hidden_size}); mismatched hidden sizes"
             )
         if "bias" in names and tuple(tree[module]["bias"].shape) != (hidden_size,):
-            raise ValueError(f"Flax parameters: {module}.bias has shape {tuple(tree[module]['bias'].shape)}, expected ({hidden_size},)")
+            raise UserValueError(f"Flax parameters: {module}.bias has shape {tuple(tree[module]['bias'].shape)}, expected ({hidden_size},)")
     cat = lambda modules, leaf: jnp.concatenate([jnp.asarray(tree[m][leaf]) for m in modules], axis=-1)
     if kind == "simple":
         return ElmanParams(jnp.asarray(tree["i"]["kernel"]), jnp.asarray(tree["h"]["kernel"]), jnp.asarray(tree["i"]["bias"]))
@@ -113,9 +121,9 @@ def params_from_flax(flax_params: Mapping):
 
 def _check_cell_for_flax(cell: Cell) -> None:
     if not isinstance(cell, Cell):
-        raise TypeError(f"to Flax: expected an rnn_jax Cell, got {describe(cell)}")
+        raise UserTypeError(f"to Flax: expected an rnn_jax Cell, got {describe(cell)}")
     if cell.kind == "pascanu":
-        raise ValueError(
+        raise UserValueError(
             "to Flax: the pascanu cell (the paper's pre-activation state x_t = W σ(x_{t-1}) + ...) has no Flax "
             "counterpart; use rnn_jax.elman for a SimpleCell"
         )
@@ -147,7 +155,7 @@ def _activation_name(fn) -> str:
     for name, activation in ACTIVATIONS.items():
         if fn is activation.fn:
             return name
-    raise ValueError(
+    raise UserValueError(
         f"from_flax: unsupported nonlinearity {getattr(fn, '__name__', fn)!r}; expected one of "
         f"{', '.join(ACTIVATIONS)} (the functions of rnn_jax.activations.ACTIVATIONS: jnp.tanh, jax.nn.sigmoid, "
         f"jax.nn.relu, and its identity)"
@@ -159,17 +167,17 @@ def _cell_from_module(module) -> Cell:
 
     if isinstance(module, nn.SimpleCell):
         if module.residual:
-            raise ValueError("from_flax: SimpleCell(residual=True) has no rnn_jax counterpart; only residual=False")
+            raise UserValueError("from_flax: SimpleCell(residual=True) has no rnn_jax counterpart; only residual=False")
         return _cells.elman(module.features, _activation_name(module.activation_fn))
     if isinstance(module, (nn.LSTMCell, nn.OptimizedLSTMCell, nn.GRUCell)):
         if module.gate_fn is not ACTIVATIONS["sigmoid"].fn or module.activation_fn is not ACTIVATIONS["tanh"].fn:
-            raise ValueError(
+            raise UserValueError(
                 f"from_flax: {type(module).__name__} with gate_fn={getattr(module.gate_fn, '__name__', module.gate_fn)}, "
                 f"activation_fn={getattr(module.activation_fn, '__name__', module.activation_fn)}: unsupported "
                 f"nonlinearity; rnn_jax's gated cells use sigmoid gates and tanh"
             )
         return (_cells.gru if isinstance(module, nn.GRUCell) else _cells.lstm)(module.features)
-    raise TypeError(
+    raise UserTypeError(
         f"from_flax: unsupported module {type(module).__name__}; expected flax.linen SimpleCell, LSTMCell, "
         f"OptimizedLSTMCell, GRUCell, or nn.RNN / nn.Bidirectional wrapping them"
     )
@@ -180,9 +188,9 @@ def _convert_cell(module, tree: Mapping, where: str):
     params = params_from_flax(tree)
     want = {"elman": ElmanParams, "lstm": LSTMParams, "gru": GRUParams}[cell.kind]
     if not isinstance(params, want):
-        raise ValueError(f"from_flax: {where} is a {type(module).__name__} but its parameters are those of another cell")
+        raise UserValueError(f"from_flax: {where} is a {type(module).__name__} but its parameters are those of another cell")
     if params.w_hh.shape[0] != cell.hidden_size:
-        raise ValueError(
+        raise UserValueError(
             f"from_flax: mismatched hidden sizes: {where} is a {type(module).__name__}(features={cell.hidden_size}) "
             f"but its parameters have hidden size {params.w_hh.shape[0]}"
         )
@@ -210,12 +218,12 @@ def from_flax(module, variables):
 
     if isinstance(module, nn.Bidirectional):
         if module.merge_fn is not recurrent._concatenate:
-            raise ValueError("from_flax: nn.Bidirectional with a custom merge_fn; only the default concatenation is supported")
+            raise UserValueError("from_flax: nn.Bidirectional with a custom merge_fn; only the default concatenation is supported")
         results = []
         for name in ("forward_rnn", "backward_rnn"):
             rnn = getattr(module, name)
             if not isinstance(rnn, nn.RNN):
-                raise TypeError(f"from_flax: nn.Bidirectional.{name} must be an nn.RNN, got {type(rnn).__name__}")
+                raise UserTypeError(f"from_flax: nn.Bidirectional.{name} must be an nn.RNN, got {type(rnn).__name__}")
             results.append(_convert_cell(rnn.cell, _unwrap(variables, name, "cell"), name))
         (fw, p_fw), (bw, p_bw) = results
         return bidirectional(fw, bw, time_major=bool(module.time_major)), BidirectionalParams(p_fw, p_bw)
@@ -253,7 +261,7 @@ def to_flax(model, params, *, optimized_lstm: bool = False):
 
     if isinstance(model, Bidirectional):
         if not isinstance(params, BidirectionalParams):
-            raise TypeError(f"to_flax: expected BidirectionalParams for a Bidirectional layer, got {describe(params)}")
+            raise UserTypeError(f"to_flax: expected BidirectionalParams for a Bidirectional layer, got {describe(params)}")
         fw = _module_for(model.forward, params.forward.w_ih.dtype, optimized_lstm)
         bw = _module_for(model.backward, params.backward.w_ih.dtype, optimized_lstm)
         module = nn.Bidirectional(nn.RNN(fw), nn.RNN(bw), time_major=model.time_major)
@@ -261,7 +269,7 @@ def to_flax(model, params, *, optimized_lstm: bool = False):
                                 "backward_rnn": {"cell": params_to_flax(model.backward, params.backward)}}}
         return module, variables
     if not isinstance(model, Cell):
-        raise TypeError(
+        raise UserTypeError(
             f"to_flax: expected an rnn_jax Cell or Bidirectional layer, got {describe(model)}; Flax linen has no "
             f"stacked RNN module, so convert a Stacked layer by layer: to_flax(stack.layers[k], params[k])"
         )
@@ -271,17 +279,30 @@ def to_flax(model, params, *, optimized_lstm: bool = False):
 
 
 def carry_from_flax(cell: Cell, carry):
-    """Flax carry -> rnn_jax carry: LSTM ``(c, h)`` -> ``LSTMState(hidden=h, cell=c)``; else ``h`` -> ``RNNState(h)``."""
+    """Flax carry -> rnn_jax carry: LSTM ``(c, h)`` -> ``LSTMState(hidden=h, cell=c)``; else ``h`` -> ``RNNState(h)``.
+
+    Leaves must be floating arrays of shape ``(..., H)``, the same for ``c`` and ``h``."""
+    check_cell(cell)
     if cell.kind == "lstm":
         if not (isinstance(carry, (tuple, list)) and len(carry) == 2):
-            raise TypeError(f"carry_from_flax: expected Flax's LSTM carry (c, h), got {describe(carry)}")
+            raise UserTypeError(f"carry_from_flax: expected Flax's LSTM carry (c, h), got {describe(carry)}")
         c, h = carry
-        return LSTMState(h, c)
-    return RNNState(carry)
+        leaves = {"c": c, "h": h}
+    else:
+        leaves = {"h": carry}
+    for name, leaf in leaves.items():
+        check_floating(f"carry_from_flax {name}", leaf)
+        if leaf.ndim < 1 or leaf.shape[-1] != cell.hidden_size or leaf.shape != leaves["h"].shape:
+            raise UserValueError(
+                f"carry_from_flax: {name} has shape {tuple(leaf.shape)}; expected (..., {cell.hidden_size}) "
+                f"(the {cell.kind} cell's hidden size, the same for c and h)"
+            )
+    return LSTMState(h, c) if cell.kind == "lstm" else RNNState(carry)
 
 
 def carry_to_flax(cell: Cell, carry):
     """rnn_jax carry -> Flax carry: ``LSTMState(h, c)`` -> ``(c, h)``; ``RNNState(h)`` -> ``h``."""
+    check_cell(cell)
     if not isinstance(carry, cell.carry_type):
-        raise TypeError(f"carry_to_flax: expected a {cell.carry_type.__name__}, got {describe(carry)}")
+        raise UserTypeError(f"carry_to_flax: expected a {cell.carry_type.__name__}, got {describe(carry)}")
     return (carry.cell, carry.hidden) if cell.kind == "lstm" else carry.hidden

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax import cells as _cells
-from rnn_jax._checks import check_choice, describe
+from rnn_jax._checks import UserTypeError, UserValueError, check_choice, check_float_dtype, check_floating, describe
 from rnn_jax.cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, RNNState
 from rnn_jax.layers import Bidirectional, BidirectionalParams, BidirectionalState, Stacked, bidirectional, stacked
 
@@ -84,12 +84,12 @@ def _to_jax(name: str, value, dtype):
     elif isinstance(value, np.ndarray):
         array = value
     else:
-        raise TypeError(f"state_dict[{name!r}]: expected a torch.Tensor, NumPy or JAX array, got {describe(value)}")
+        raise UserTypeError(f"state_dict[{name!r}]: expected a torch.Tensor, NumPy or JAX array, got {describe(value)}")
     if not np.issubdtype(array.dtype, np.floating) and array.dtype != jnp.bfloat16:
-        raise TypeError(f"state_dict[{name!r}]: expected floating-point weights, got dtype {array.dtype}")
+        raise UserTypeError(f"state_dict[{name!r}]: expected floating-point weights, got dtype {array.dtype}")
     target = jnp.dtype(array.dtype if dtype is None else dtype)
     if target == jnp.float64 and not jax.config.jax_enable_x64:
-        raise TypeError(
+        raise UserTypeError(
             f"state_dict[{name!r}] is float64 but JAX's 64-bit mode is off: enable it with "
             f"jax.config.update('jax_enable_x64', True), or pass dtype=jnp.float32 to convert"
         )
@@ -101,7 +101,7 @@ def _to_torch(array):
     import torch
 
     if isinstance(array, jax.core.Tracer):
-        raise TypeError("cannot convert a traced value to a torch tensor; call this outside jax.jit / jax.grad")
+        raise UserTypeError("cannot convert a traced value to a torch tensor; call this outside jax.jit / jax.grad")
     a = np.asarray(array)
     if a.dtype == jnp.bfloat16:
         return torch.from_numpy(np.ascontiguousarray(a.astype(np.float32))).to(torch.bfloat16)
@@ -123,20 +123,20 @@ def _convert_one(kind: str, gates: int, arrays: Mapping[str, Any], suffix: str, 
     w_ih, w_hh = arrays["weight_ih" + suffix], arrays["weight_hh" + suffix]
     gh = gates * hidden_size
     if tuple(w_hh.shape) != (gh, hidden_size):
-        raise ValueError(
+        raise UserValueError(
             f"weight_hh{suffix}: expected shape ({gh}, {hidden_size}) ({gates} gate block(s) of hidden size "
             f"{hidden_size}), got {tuple(w_hh.shape)}; mismatched hidden sizes, or not a {kind} state dict?"
         )
     if w_ih.ndim != 2 or w_ih.shape[0] != gh or (input_size is not None and w_ih.shape[1] != input_size):
         want = f"({gh}, {input_size if input_size is not None else 'input_size'})"
-        raise ValueError(f"weight_ih{suffix}: expected shape {want}, got {tuple(w_ih.shape)}")
+        raise UserValueError(f"weight_ih{suffix}: expected shape {want}, got {tuple(w_ih.shape)}")
     dtype = w_ih.dtype
     for name in ("weight_hh", "bias_ih", "bias_hh") if has_bias else ("weight_hh",):
         leaf = arrays[name + suffix]
         if name.startswith("bias") and tuple(leaf.shape) != (gh,):
-            raise ValueError(f"{name}{suffix}: expected shape ({gh},), got {tuple(leaf.shape)}")
+            raise UserValueError(f"{name}{suffix}: expected shape ({gh},), got {tuple(leaf.shape)}")
         if leaf.dtype != dtype:
-            raise TypeError(f"{name}{suffix}: expected dtype {dtype} like weight_ih{suffix}, got {leaf.dtype}")
+            raise UserTypeError(f"{name}{suffix}: expected dtype {dtype} like weight_ih{suffix}, got {leaf.dtype}")
     if has_bias:
         b_ih, b_hh = arrays["bias_ih" + suffix], arrays["bias_hh" + suffix]
     else:
@@ -178,19 +178,21 @@ def from_torch_state_dict(
     cell_kind, gates = KINDS[check_choice("PyTorch module kind", kind_key, KINDS)]
     check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     if not isinstance(batch_first, bool):
-        raise TypeError(f"batch_first must be a bool, got {batch_first!r}")
+        raise UserTypeError(f"batch_first must be a bool, got {batch_first!r}")
     if not isinstance(state_dict, Mapping):
-        raise TypeError(f"state_dict: expected a mapping of names to tensors, got {describe(state_dict)}")
+        raise UserTypeError(f"state_dict: expected a mapping of names to tensors, got {describe(state_dict)}")
     keys = list(state_dict)
     if not keys:
-        raise ValueError("state_dict is empty")
+        raise UserValueError("state_dict is empty")
+    if dtype is not None:
+        dtype = check_float_dtype("dtype", dtype)
     arrays = {name: _to_jax(name, value, dtype) for name, value in state_dict.items()}
 
     if all(_CELL_KEY.match(k) for k in keys):
         missing = {"weight_ih", "weight_hh"} - set(keys)
         has_bias = "bias_ih" in keys
         if missing or has_bias != ("bias_hh" in keys):
-            raise ValueError(f"state_dict of a PyTorch {kind_key.upper()} cell: incomplete keys {sorted(keys)}")
+            raise UserValueError(f"state_dict of a PyTorch {kind_key.upper()} cell: incomplete keys {sorted(keys)}")
         hidden_size = int(arrays["weight_hh"].shape[-1])
         params = _convert_one(cell_kind, gates, arrays, "", has_bias, hidden_size, None)
         return _make_cell(cell_kind, hidden_size, nonlinearity), params
@@ -200,14 +202,14 @@ def from_torch_state_dict(
         match = _LAYERED_KEY.match(name)
         if match is None:
             hint = " (nn.LSTM with proj_size > 0 is not supported)" if name.startswith("weight_hr") else ""
-            raise ValueError(
+            raise UserValueError(
                 f"state_dict: unexpected key {name!r}{hint}; expected PyTorch RNN keys like "
                 f"'weight_ih_l0', 'bias_hh_l1_reverse' or single-cell keys 'weight_ih', 'bias_hh'"
             )
         layers.setdefault(int(match.group(3)), set()).add(name)
     num_layers = max(layers) + 1
     if sorted(layers) != list(range(num_layers)):
-        raise ValueError(f"state_dict: layers {sorted(layers)} are not numbered 0..{num_layers - 1}")
+        raise UserValueError(f"state_dict: layers {sorted(layers)} are not numbered 0..{num_layers - 1}")
     is_bidirectional = any(k.endswith("_reverse") for k in keys)
     has_bias = any(k.startswith("bias") for k in keys)
     suffixes = ["", "_reverse"] if is_bidirectional else [""]
@@ -215,7 +217,7 @@ def from_torch_state_dict(
         want = {f"{w}_{m}_l{k}{s}" for w in (("weight", "bias") if has_bias else ("weight",)) for m in ("ih", "hh")
                 for s in suffixes}
         if layers[k] != want:
-            raise ValueError(
+            raise UserValueError(
                 f"state_dict: layer {k} has keys {sorted(layers[k])}; expected {sorted(want)} "
                 f"(every layer needs the same directions and biases)"
             )
@@ -246,9 +248,9 @@ def _module_config(module) -> dict:
         mode = getattr(module, "mode", None)
         modes = {"RNN_TANH": ("rnn", "tanh"), "RNN_RELU": ("rnn", "relu"), "LSTM": ("lstm", "tanh"), "GRU": ("gru", "tanh")}
         if mode not in modes:
-            raise ValueError(f"from_torch: unsupported {type(module).__name__} mode {mode!r}; expected one of {list(modes)}")
+            raise UserValueError(f"from_torch: unsupported {type(module).__name__} mode {mode!r}; expected one of {list(modes)}")
         if getattr(module, "proj_size", 0):
-            raise ValueError(
+            raise UserValueError(
                 f"from_torch: nn.LSTM with proj_size={module.proj_size} (a projected hidden state) has no rnn_jax "
                 f"counterpart; only proj_size=0 is supported"
             )
@@ -256,13 +258,13 @@ def _module_config(module) -> dict:
         return dict(kind=kind, nonlinearity=nonlinearity, batch_first=bool(module.batch_first))
     if isinstance(module, nn.RNNCell):
         if module.nonlinearity not in NONLINEARITIES:
-            raise ValueError(f"from_torch: unsupported nonlinearity {module.nonlinearity!r}; expected tanh or relu")
+            raise UserValueError(f"from_torch: unsupported nonlinearity {module.nonlinearity!r}; expected tanh or relu")
         return dict(kind="rnn", nonlinearity=module.nonlinearity, batch_first=False)
     if isinstance(module, nn.LSTMCell):
         return dict(kind="lstm", nonlinearity="tanh", batch_first=False)
     if isinstance(module, nn.GRUCell):
         return dict(kind="gru", nonlinearity="tanh", batch_first=False)
-    raise TypeError(
+    raise UserTypeError(
         f"from_torch: unsupported module {type(module).__name__}; expected torch.nn.RNN, LSTM, GRU, RNNCell, "
         f"LSTMCell or GRUCell"
     )
@@ -290,14 +292,14 @@ def from_torch(module, *, dtype=None):
                                           batch_first=config["batch_first"], dtype=dtype)
     hidden = _carry_cells(model)[0].hidden_size
     if hidden != module.hidden_size:
-        raise ValueError(f"from_torch: the weights have hidden size {hidden} but the module says {module.hidden_size}")
+        raise UserValueError(f"from_torch: the weights have hidden size {hidden} but the module says {module.hidden_size}")
     return model, params
 
 
 # ---------------------------------------------------------------- rnn_jax -> PyTorch
 
 
-def _cells_of(model: Model) -> list:
+def _cells_of(model: Model, where: str = "to PyTorch") -> list:
     """The cells of ``model`` per layer: [[cell] or [forward, backward], ...]; checks PyTorch can hold it."""
     if isinstance(model, Cell):
         return [[model]]
@@ -306,12 +308,12 @@ def _cells_of(model: Model) -> list:
     if isinstance(model, Stacked):
         per_layer = [[layer] if isinstance(layer, Cell) else [layer.forward, layer.backward] for layer in model.layers]
         if len({len(cells) for cells in per_layer}) != 1:
-            raise ValueError(
-                "to PyTorch: the stack mixes unidirectional and bidirectional layers; a PyTorch module has one "
+            raise UserValueError(
+                f"{where}: the stack mixes unidirectional and bidirectional layers; a PyTorch module has one "
                 "`bidirectional` setting for all its layers"
             )
         return per_layer
-    raise TypeError(f"to PyTorch: expected an rnn_jax Cell, Bidirectional or Stacked layer, got {describe(model)}")
+    raise UserTypeError(f"{where}: expected an rnn_jax Cell, Bidirectional or Stacked layer, got {describe(model)}")
 
 
 def _torch_kind(cells: list) -> tuple:
@@ -319,21 +321,21 @@ def _torch_kind(cells: list) -> tuple:
     first = cells[0]
     for cell in cells:
         if cell.kind == "pascanu":
-            raise ValueError(
+            raise UserValueError(
                 "to PyTorch: the pascanu cell (the paper's pre-activation state x_t = W σ(x_{t-1}) + ...) has no "
                 "PyTorch counterpart; use rnn_jax.elman for an nn.RNN"
             )
         if cell.kind == "elman" and cell.activation not in NONLINEARITIES:
-            raise ValueError(
+            raise UserValueError(
                 f"to PyTorch: unsupported nonlinearity {cell.activation!r} for nn.RNN; PyTorch has only 'tanh' and 'relu'"
             )
         if (cell.kind, cell.activation) != (first.kind, first.activation):
-            raise ValueError(
+            raise UserValueError(
                 f"to PyTorch: every cell must be of one kind, got {first.kind}/{first.activation} and "
                 f"{cell.kind}/{cell.activation}"
             )
         if cell.hidden_size != first.hidden_size:
-            raise ValueError(
+            raise UserValueError(
                 f"to PyTorch: mismatched hidden sizes {first.hidden_size} and {cell.hidden_size}; a PyTorch module "
                 f"has one hidden_size for every layer and direction"
             )
@@ -346,10 +348,10 @@ def _params_per_layer(model: Model, params) -> list:
         return [[params]]
     if isinstance(model, Bidirectional):
         if not isinstance(params, BidirectionalParams):
-            raise TypeError(f"to PyTorch: expected BidirectionalParams for a Bidirectional layer, got {describe(params)}")
+            raise UserTypeError(f"to PyTorch: expected BidirectionalParams for a Bidirectional layer, got {describe(params)}")
         return [[params.forward, params.backward]]
     if not isinstance(params, (tuple, list)) or hasattr(params, "_fields") or len(params) != len(model.layers):
-        raise ValueError(
+        raise UserValueError(
             f"to PyTorch: expected a tuple of {len(model.layers)} per-layer parameters for the stack, got {describe(params)}"
         )
     out = []
@@ -367,7 +369,7 @@ def _validated(model: Model, params):
         for cell, p in zip(layer_cells, layer_params):
             size = _cells.check_params(cell, p)
             if k > 0 and size != len(layer_cells) * hidden_size:
-                raise ValueError(f"to PyTorch: layer {k} has input size {size}, expected {len(layer_cells) * hidden_size}")
+                raise UserValueError(f"to PyTorch: layer {k} has input size {size}, expected {len(layer_cells) * hidden_size}")
             input_size = size if k == 0 else input_size
     return cells, per_layer, kind, activation, hidden_size, input_size
 
@@ -377,10 +379,10 @@ def _check_zero_biases(where: str, p) -> None:
         if name in p._fields:
             leaf = getattr(p, name)
             if isinstance(leaf, jax.core.Tracer):
-                raise TypeError("to PyTorch with bias=False: cannot check traced biases; call this outside jax.jit")
+                raise UserTypeError("to PyTorch with bias=False: cannot check traced biases; call this outside jax.jit")
             peak = float(np.max(np.abs(np.asarray(leaf, dtype=np.float64)))) if leaf.size else 0.0
             if peak != 0.0:
-                raise ValueError(
+                raise UserValueError(
                     f"to PyTorch with bias=False: {where} has a non-zero bias {name} (max |{name}| = {peak:g}); "
                     f"a bias=False module cannot hold it. Convert with bias=True"
                 )
@@ -411,7 +413,7 @@ def to_torch_state_dict(model: Model, params, *, bias: bool = True) -> "OrderedD
       ``bias_hh = 0`` (GRU: ``[0, 0, b_hn]``).
     """
     if not isinstance(bias, bool):
-        raise TypeError(f"bias must be a bool, got {bias!r}")
+        raise UserTypeError(f"bias must be a bool, got {bias!r}")
     cells, per_layer, _, _, hidden_size, _ = _validated(model, params)
     single_cell = isinstance(model, Cell)
     state = OrderedDict()
@@ -441,7 +443,7 @@ def to_torch(model: Model, params, *, bias: bool = True, batch_first: Optional[b
     dtype = next(iter(state.values())).dtype
     if isinstance(model, Cell):
         if batch_first is not None:
-            raise ValueError("to_torch: batch_first does not apply to a single cell")
+            raise UserValueError("to_torch: batch_first does not apply to a single cell")
         if kind == "rnn":
             module = nn.RNNCell(input_size, hidden_size, bias=bias, nonlinearity=activation)
         else:
@@ -461,9 +463,9 @@ def to_torch(model: Model, params, *, bias: bool = True, batch_first: Optional[b
 # ---------------------------------------------------------------- states
 
 
-def _carry_cells(model: Model) -> list:
+def _carry_cells(model: Model, where: str = "to PyTorch") -> list:
     """The cells in PyTorch's ``h_n`` order: layer-major, forward before reverse."""
-    return [cell for layer in _cells_of(model) for cell in layer]
+    return [cell for layer in _cells_of(model, where) for cell in layer]
 
 
 def carries_from_torch(model: Model, h, c=None):
@@ -477,12 +479,16 @@ def carries_from_torch(model: Model, h, c=None):
     Returns:
       A cell carry, a :class:`~rnn_jax.layers.BidirectionalState`, or a tuple per layer.
     """
-    cells = _carry_cells(model)
+    cells = _carry_cells(model, "carries_from_torch")
     is_lstm = cells[0].kind == "lstm"
     if is_lstm != (c is not None):
-        raise ValueError("carries_from_torch: pass c (the cell state) for an LSTM, and only for an LSTM")
+        raise UserValueError("carries_from_torch: pass c (the cell state) for an LSTM, and only for an LSTM")
     h = _to_jax("h", h, None)
     c = _to_jax("c", c, None) if is_lstm else None
+    hidden = cells[0].hidden_size
+    for name, leaf in (("h", h), ("c", c)):
+        if leaf is not None and (leaf.ndim < 1 or leaf.shape[-1] != hidden):
+            raise UserValueError(f"carries_from_torch: {name} has shape {tuple(leaf.shape)}; expected (..., {hidden}) (hidden size {hidden})")
 
     def carry(i):
         if isinstance(model, Cell):
@@ -492,7 +498,7 @@ def carries_from_torch(model: Model, h, c=None):
     if not isinstance(model, Cell):
         for name, leaf in (("h", h), ("c", c)):
             if leaf is not None and (leaf.ndim not in (2, 3) or leaf.shape[0] != len(cells)):
-                raise ValueError(
+                raise UserValueError(
                     f"carries_from_torch: {name} has shape {tuple(leaf.shape)}; expected "
                     f"({len(cells)}, batch, H) = (num_layers * num_directions, batch, H)"
                 )
@@ -514,20 +520,33 @@ def carries_from_torch(model: Model, h, c=None):
 def carries_to_torch(model: Model, carries):
     """The inverse of :func:`carries_from_torch`: ``h`` (or ``(h, c)`` for an LSTM) as torch tensors,
     stacked over layers and directions as PyTorch's modules take ``hx`` and return ``h_n``."""
+    cells = _carry_cells(model, "carries_to_torch")
+
+    def directions(carry):
+        if not isinstance(carry, BidirectionalState):
+            raise UserTypeError(f"carries_to_torch: expected a BidirectionalState for a bidirectional layer, got {describe(carry)}")
+        return [carry.forward, carry.backward]
+
     if isinstance(model, Cell):
         flat = [carries]
     elif isinstance(model, Bidirectional):
-        flat = [carries.forward, carries.backward]
+        flat = directions(carries)
     else:
         if not isinstance(carries, (tuple, list)) or hasattr(carries, "_fields") or len(carries) != len(model.layers):
-            raise ValueError(f"carries_to_torch: expected a tuple of {len(model.layers)} per-layer carries, got {describe(carries)}")
+            raise UserValueError(f"carries_to_torch: expected a tuple of {len(model.layers)} per-layer carries, got {describe(carries)}")
         flat = []
         for layer, carry in zip(model.layers, carries):
-            flat.extend([carry] if isinstance(layer, Cell) else [carry.forward, carry.backward])
-    cells = _carry_cells(model)
+            flat.extend([carry] if isinstance(layer, Cell) else directions(carry))
     for cell, carry in zip(cells, flat):
         if not isinstance(carry, cell.carry_type):
-            raise TypeError(f"carries_to_torch: expected {cell.carry_type.__name__} carries, got {describe(carry)}")
+            raise UserTypeError(f"carries_to_torch: expected {cell.carry_type.__name__} carries, got {describe(carry)}")
+        for name, leaf in zip(carry._fields, carry):
+            check_floating(f"carries_to_torch carry.{name}", leaf)
+            if leaf.shape[-1:] != (cell.hidden_size,) or leaf.shape != flat[0].hidden.shape:
+                raise UserValueError(
+                    f"carries_to_torch: carry.{name} has shape {tuple(leaf.shape)}; expected {tuple(flat[0].hidden.shape[:-1]) + (cell.hidden_size,)} "
+                    f"(the same batch for every layer and direction, hidden size {cell.hidden_size})"
+                )
     if isinstance(model, Cell):
         h, c = flat[0].hidden, getattr(flat[0], "cell", None)
     else:

@@ -24,9 +24,10 @@ The names of the original code (``torder``, ``torder3``, ``add``, ``mul``,
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Dict
 
-from rnn_jax._checks import check_choice
+from rnn_jax._checks import UserTypeError, check_choice
 from rnn_jax.tasks.arithmetic import adding, multiplication
 from rnn_jax.tasks.base import (
     PATHOLOGICAL_SUCCESS, REGRESSION_TOLERANCE, Batch, Task, any_step_error, argmax_error, lengths, squared_error,
@@ -64,10 +65,17 @@ def get(name: str, **kwargs) -> Task:
     """Build a task by name: ``get("noiseless_memorization", n_values=5, n_positions=10)``.
 
     ``kwargs`` go to the task's constructor (``teacher_student`` needs ``key`` and
-    ``largest_singular_value``). Raises ``ValueError`` naming the known tasks.
+    ``largest_singular_value``). Raises ``ValueError`` naming the known tasks, and
+    ``TypeError`` naming the task's arguments for an unknown or missing one.
     """
     name = ALIASES.get(name, name) if isinstance(name, str) else name
-    return TASKS[check_choice("task", name, TASKS)](**kwargs)
+    constructor = TASKS[check_choice("task", name, TASKS)]
+    try:
+        inspect.signature(constructor).bind(**kwargs)
+    except TypeError as err:
+        options = ", ".join(inspect.signature(constructor).parameters)
+        raise UserTypeError(f"task {name!r}: {err}; it takes {options}") from None
+    return constructor(**kwargs)
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.tasks._errors import checked
 from rnn_jax.tasks.base import (
     PATHOLOGICAL_SUCCESS, Batch, Task, check_dtype, check_lengths, draw_length, make_sample, prefix_mask, steps,
     thresholded_squared_error,
@@ -58,7 +59,7 @@ def _arithmetic(name: str, min_length: int, max_length: int, dtype) -> Task:
         loss="mse",
         on="last",
         sample=make_sample(name, max_steps, generate, (min_length, max_length)),
-        error=thresholded_squared_error,
+        error=checked(name, 0, thresholded_squared_error),
         success_threshold=PATHOLOGICAL_SUCCESS,
         min_length=min_length,
         max_length=max_length,

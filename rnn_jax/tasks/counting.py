@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax.tasks._errors import checked
 from rnn_jax.tasks.base import Batch, Task, check_dtype, check_lengths, draw_length, make_sample, prefix_mask, squared_error
 
 # Our choice, not the tutorial's (it reports the cost only): a mean squared error
@@ -55,7 +56,7 @@ def counting_ones(min_length: int = 10, max_length: int = 10, *, dtype=jnp.float
         loss="mse",
         on="last",
         sample=make_sample(name, longest, generate, (min_length, max_length)),
-        error=squared_error,
+        error=checked(name, 0, squared_error),
         success_threshold=COUNTING_SUCCESS,
         min_length=min_length,
         max_length=max_length,

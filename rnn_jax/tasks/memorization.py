@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax._checks import check_positive_int
+from rnn_jax.tasks._errors import checked
 from rnn_jax.tasks.base import (
     PATHOLOGICAL_SUCCESS, Batch, Task, any_step_error, check_dtype, check_lengths, draw_length, make_sample,
     prefix_mask, steps,
@@ -83,7 +84,7 @@ def noiseless_memorization(
         loss="xent",
         on="every",
         sample=make_sample(name, max_steps, generate, (min_length, max_length)),
-        error=any_step_error,
+        error=checked(name, n_values + 1, any_step_error),
         success_threshold=PATHOLOGICAL_SUCCESS,
         min_length=min_length,
         max_length=max_length,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.tasks._errors import checked
 from rnn_jax.tasks.base import (
     PATHOLOGICAL_SUCCESS, Batch, Task, argmax_error, check_dtype, check_lengths, draw_length, make_sample,
     prefix_mask, steps,
@@ -58,7 +59,7 @@ def _temporal_order(name: str, min_length: int, max_length: int, dtype) -> Task:
         loss="xent",
         on="last",
         sample=make_sample(name, longest, generate, (min_length, max_length)),
-        error=argmax_error,
+        error=checked(name, 2**n_bits, argmax_error),
         success_threshold=PATHOLOGICAL_SUCCESS,
         min_length=min_length,
         max_length=max_length,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.tasks._errors import checked
 from rnn_jax.tasks.base import (
     PATHOLOGICAL_SUCCESS, Batch, Task, argmax_error, check_dtype, check_lengths, draw_length, make_sample,
     prefix_mask, steps,
@@ -53,7 +54,7 @@ def random_permutation(min_length: int = 50, max_length: int = 200, *, dtype=jnp
         loss="xent",
         on="last",
         sample=make_sample(name, longest, generate, (min_length, max_length)),
-        error=argmax_error,
+        error=checked(name, N_SYMBOLS, argmax_error),
         success_threshold=PATHOLOGICAL_SUCCESS,
         min_length=min_length,
         max_length=max_length,
