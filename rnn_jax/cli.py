@@ -1,11 +1,40 @@
-"""Command line: ``rnn-jax <command>`` (also ``python -m rnn_jax``)."""
+"""Command line: ``rnn-jax <command>`` (also ``python -m rnn_jax``).
+
+User errors and bugs. A mistake in what the user typed is reported in one line on
+stderr, ``rnn-jax: error: <message>``, with exit status 2; a traceback means a bug
+(exit status 1). A user error is:
+
+* whatever argparse refuses: an unknown command, option or ``--profile`` (the choices
+  are each experiment's ``PROFILES``), ``--seeds`` or ``--devices`` below 1 (argparse
+  prints the usage too);
+* an ``--out`` folder that is not a folder or cannot be created, checked before anything
+  runs; an ``--device`` platform JAX cannot start;
+* an exception of class :class:`rnn_jax._checks.UserError`, which every argument check
+  of the library raises (a subclass of ``ValueError`` or ``TypeError``);
+* a ``ValueError``/``TypeError`` raised by one of the experiments' checks of what the
+  user passed, :data:`USER_FACING_CHECKS` (``common.claim_folder``: the ``--out`` folder
+  holds a run with other settings; ``common.seed_list``), identified by the function whose
+  ``raise`` statement it came from -- an error raised deeper, in code those functions call,
+  is a bug.
+
+Anything else -- an internal ``AttributeError``, an XLA error, a ``ValueError`` from the
+training engine -- propagates with its traceback.
+
+Devices. On a CPU host XLA shows one device unless told otherwise; ``rnn-jax`` sets
+``--xla_force_host_platform_device_count`` in ``XLA_FLAGS`` to ``os.cpu_count()`` before
+JAX starts its backend, so a sweep can spread its members over every core. A count
+already in ``XLA_FLAGS`` is kept; ``--devices N`` overrides both. Only the command line
+does this: importing :mod:`rnn_jax` changes no process flag.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
+from typing import Optional
 
 
 def _demo(args) -> int:
@@ -18,10 +47,9 @@ def _demo(args) -> int:
     import rnn_jax
     from rnn_jax import bptt
 
-    if args.device:
-        jax.config.update("jax_platform_name", args.device)
+    devices = _start_backend(args)
     jax.config.update("jax_enable_x64", True)
-    print(f"rnn_jax {rnn_jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
+    print(f"rnn_jax {rnn_jax.__version__} on {devices[0].device_kind} ({jax.default_backend()})")
 
     # Gradient check in float64: autodiff vs the hand-written BPTT vs central finite differences.
     cell = rnn_jax.elman(8, "tanh")
@@ -93,17 +121,16 @@ def _experiment(args) -> int:
     import importlib
     import json
 
-    import jax
-
     from rnn_jax.experiments import EXPERIMENTS
 
-    if args.device:
-        jax.config.update("jax_platform_name", args.device)
-    _enable_compilation_cache()
     module = importlib.import_module(EXPERIMENTS[args.command])
     out_dir = args.out or os.path.join("runs", args.command, args.profile)
+    _check_out_dir(out_dir)
+    devices = _start_backend(args)
+    _enable_compilation_cache()
     print(f"rnn-jax {args.command}: profile {args.profile}, output in {out_dir}/ "
-          f"(device {jax.devices()[0].device_kind}); rerun the same command to resume", flush=True)
+          f"({len(devices)} {devices[0].device_kind} device{'s' if len(devices) > 1 else ''}); "
+          f"rerun the same command to resume", flush=True)
     start = time.perf_counter()
     summary = module.run(out_dir, profile=args.profile, seeds=args.seeds, progress=not args.quiet)
     print(json.dumps(summary, indent=2, sort_keys=True, default=float))
@@ -114,24 +141,76 @@ def _experiment(args) -> int:
     return 0
 
 
+def _info(args) -> int:
+    """What JAX sees: version, platform and devices (``--devices`` shows the effect of the flag)."""
+    import jax
+
+    import rnn_jax
+
+    devices = _start_backend(args)
+    print(f"rnn_jax {rnn_jax.__version__}, jax {jax.__version__}, backend {jax.default_backend()}")
+    print(f"{len(devices)} devices: {', '.join(str(d) for d in devices)}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_platform_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None, help="JAX platform (default: JAX's choice)")
+    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                   help="number of CPU devices XLA shows (default: the number of cores, or the count in XLA_FLAGS)")
+
+
+# What the usual profiles mean; an experiment may have others (the --profile choices are its PROFILES).
+PROFILE_NOTES = {
+    "tiny": "seconds (the tests)",
+    "quick": "minutes on 2 CPU cores",
+    "full": "the source's settings, a GPU job",
+}
+
+
+def profiles_of(module_name: str) -> list:
+    """The profile names of an experiment module: the keys of its ``PROFILES``."""
+    import importlib
+
+    return list(importlib.import_module(module_name).PROFILES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rnn_jax.experiments import EXPERIMENTS
 
-    parser = argparse.ArgumentParser(prog="rnn-jax", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rnn-jax", description=__doc__.split("\n")[0],
+                                     epilog="A mistake in the arguments exits with status 2 and a one-line message.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="gradient check (autodiff vs BPTT vs finite differences) and a short training run")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--chunks", type=int, default=10, help="chunks of 100 updates")
-    demo.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None, help="JAX platform (default: JAX's choice)")
+    demo.add_argument("--chunks", type=_positive_int, default=10, help="chunks of 100 updates")
+    _add_platform_options(demo)
     demo.set_defaults(func=_demo)
+    info = sub.add_parser("info", help="the JAX version, platform and devices rnn-jax commands run on")
+    _add_platform_options(info)
+    info.set_defaults(func=_info)
     for name, module in EXPERIMENTS.items():
         doc = _first_line(module)
+        profiles = profiles_of(module)
         p = sub.add_parser(name, help=doc, description=doc)
-        p.add_argument("--profile", choices=["tiny", "quick", "full"], default="quick",
-                       help="quick: minutes on 2 CPU cores; full: the source's settings, a GPU job; tiny: seconds (tests)")
-        p.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the profile's)")
+        default = "quick" if "quick" in profiles else profiles[0]
+        known = "; ".join(f"{k}: {PROFILE_NOTES[k]}" for k in profiles if k in PROFILE_NOTES)
+        p.add_argument("--profile", choices=profiles, default=default,
+                       help=f"the experiment's settings, one of {', '.join(profiles)} (default {default})"
+                            + (f"; {known}" if known else ""))
+        p.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds (default: the profile's)")
         p.add_argument("--out", default=None, help="output folder (default runs/<experiment>/<profile>)")
-        p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None, help="JAX platform (default: JAX's choice)")
+        _add_platform_options(p)
         p.add_argument("--quiet", action="store_true", help="no progress lines")
         p.set_defaults(func=_experiment)
     return parser
@@ -151,9 +230,118 @@ def _first_line(module_name: str) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+# ---------------------------------------------------------------- devices
+
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def host_device_flags(flags: str, devices: Optional[int], cpu_count: Optional[int]) -> str:
+    """``XLA_FLAGS`` with the host platform's device count set: to ``devices`` if given
+    (replacing a count already there), else to ``cpu_count`` unless the flags hold a count."""
+    pattern = re.compile(re.escape(HOST_DEVICES_FLAG) + r"=\S*")
+    if devices is None:
+        if pattern.search(flags) or not cpu_count:
+            return flags
+        devices = cpu_count
+    flags = pattern.sub("", flags)
+    return " ".join(flags.split() + [f"{HOST_DEVICES_FLAG}={int(devices)}"])
+
+
+def _backend_started() -> bool:
+    """Whether JAX's backends are up in this process (then XLA_FLAGS is read already)."""
+    try:
+        from jax._src import xla_bridge
+
+        return bool(xla_bridge.backends_are_initialized())
+    except (ImportError, AttributeError):  # a private API: assume not started
+        return False
+
+
+def configure_host_devices(args) -> None:
+    """Set the CPU device count in ``os.environ["XLA_FLAGS"]`` before JAX's backend starts
+    (see the module docstring); nothing when another platform is asked for."""
+    devices = getattr(args, "devices", None)
+    if getattr(args, "device", None) not in (None, "cpu"):
+        return
+    if _backend_started():
+        if devices is not None:
+            print(f"rnn-jax: warning: --devices {devices} has no effect, JAX's backend already started in this process",
+                  file=sys.stderr)
+        return
+    flags = host_device_flags(os.environ.get("XLA_FLAGS", ""), devices, os.cpu_count())
+    if flags != os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = flags
+
+
+def _start_backend(args):
+    """Select ``--device``'s platform and start it; a platform JAX cannot start is the user's error."""
+    import jax
+
+    from rnn_jax._checks import UserValueError
+
+    if getattr(args, "device", None):
+        jax.config.update("jax_platform_name", args.device)
+    try:
+        return jax.devices()
+    except RuntimeError as err:
+        raise UserValueError(f"--device {args.device}: JAX cannot start this platform here ({err})") from None
+
+
+def _check_out_dir(out_dir: str) -> None:
+    """The output folder must be a folder we can create and write to."""
+    from rnn_jax._checks import UserValueError
+
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserValueError(f"--out {out_dir}: exists and is not a folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise UserValueError(f"--out {out_dir}: cannot create the folder ({err.strerror or err})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise UserValueError(f"--out {out_dir}: the folder is not writable")
+
+
+# ---------------------------------------------------------------- user errors
+
+
+def user_facing_checks() -> tuple:
+    """The code objects of the experiments' functions whose own ``ValueError``/``TypeError`` are
+    the user's mistake (they check the command line's ``--out`` and ``--seeds``)."""
+    from rnn_jax.experiments import common
+
+    return tuple(getattr(common, name).__code__ for name in USER_FACING_CHECKS if hasattr(common, name))
+
+
+USER_FACING_CHECKS = ("claim_folder", "seed_list")
+
+
+def is_user_error(err: BaseException) -> bool:
+    """A :class:`~rnn_jax._checks.UserError`, or a ValueError/TypeError raised by a ``raise``
+    statement of one of :data:`USER_FACING_CHECKS` (not by code they call)."""
+    from rnn_jax._checks import UserError
+
+    if isinstance(err, UserError):
+        return True
+    if not isinstance(err, (ValueError, TypeError)) or err.__traceback__ is None:
+        return False
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code in user_facing_checks()
+
+
 def main(argv=None) -> int:
+    """Run one command; returns the exit status (2 for a user error, see the module docstring)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    configure_host_devices(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as err:
+        if not is_user_error(err):
+            raise
+        message = " ".join(str(err).split())
+        print(f"rnn-jax: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

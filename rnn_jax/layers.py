@@ -41,7 +41,7 @@ from typing import Any, Callable, NamedTuple, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._checks import UserTypeError, UserValueError, check_bool, check_float_dtype, check_key, check_positive_int, describe
+from rnn_jax._checks import UserTypeError, UserValueError, check_float_dtype, check_key, check_positive_int, describe
 from rnn_jax.cells import Cell
 from rnn_jax.unroll import unroll
 
