@@ -421,8 +421,12 @@ def loss_and_grads(
 
         def accumulate(j, g):
             d = block(carry.ds, j)
-            return ElmanParams(g.w_ih + jnp.einsum("mbki,mbkh->mih", block(xs_padded, j), d),
-                               g.w_hh + jnp.einsum("mbkj,mbkh->mjh", block(history, j), d),
+            # the last block reaches past ``trip``, where the inputs and states were never read (their d is 0,
+            # but 0 * nan is not): zero them
+            live = (j * BLOCK + jnp.arange(BLOCK, dtype=jnp.int32) < trip)[None, None, :, None]
+            x, y = jnp.where(live, block(xs_padded, j), 0), jnp.where(live, block(history, j), 0)
+            return ElmanParams(g.w_ih + jnp.einsum("mbki,mbkh->mih", x, d),
+                               g.w_hh + jnp.einsum("mbkj,mbkh->mjh", y, d),
                                g.b + jnp.sum(d, axis=(1, 2)))
 
         zero = ElmanParams(jnp.zeros_like(p.w_ih), jnp.zeros_like(p.w_hh), jnp.zeros_like(p.b))
