@@ -42,6 +42,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnn_jax import train
+from rnn_jax._checks import UserTypeError, UserValueError
 from rnn_jax.diagnostics import spectral_radius
 
 RESULTS = "results.jsonl"
@@ -175,7 +176,7 @@ def to_host(tree: Any) -> Any:
 # ---------------------------------------------------------------- members
 
 
-class ForeignRun(ValueError):
+class ForeignRun(UserValueError):
     """An output folder that holds the files of another sweep (other setup, members or budget)."""
 
 
@@ -211,47 +212,47 @@ def check_members(setup: train.Setup, members: Any) -> List[Dict[str, Any]]:
     into Python numbers. Raises ``TypeError``/``ValueError`` naming the member and the key.
     """
     if isinstance(members, (str, bytes, Mapping)) or not isinstance(members, Sequence):
-        raise TypeError(f"members: expected a list of dicts (one per member), got {type(members).__name__}")
+        raise UserTypeError(f"members: expected a list of dicts (one per member), got {type(members).__name__}")
     if not members:
-        raise ValueError("members: expected at least one member, got an empty list")
+        raise UserValueError("members: expected at least one member, got an empty list")
     out = []
     for i, m in enumerate(members):
         if not isinstance(m, Mapping):
-            raise TypeError(f"members[{i}]: expected a dict, got {type(m).__name__}")
+            raise UserTypeError(f"members[{i}]: expected a dict, got {type(m).__name__}")
         out.append({str(k): _plain(v) for k, v in m.items()})
     keys = set(out[0])
     for i, m in enumerate(out):
         if set(m) != keys:
-            raise ValueError(f"members[{i}]: expected the same keys as members[0] ({sorted(keys)}), got {sorted(m)}")
+            raise UserValueError(f"members[{i}]: expected the same keys as members[0] ({sorted(keys)}), got {sorted(m)}")
     if "seed" not in keys:
-        raise ValueError("members: every member needs a 'seed' (an integer), members[0] has none")
+        raise UserValueError("members: every member needs a 'seed' (an integer), members[0] has none")
     numeric = {k for k in keys if k != "seed" and _is_number(out[0][k])}
     for i, m in enumerate(out):
         seed = m["seed"]
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
-            raise TypeError(f"members[{i}]['seed']: expected an integer in [0, 2**63), got {type(seed).__name__} {seed!r}")
+            raise UserTypeError(f"members[{i}]['seed']: expected an integer in [0, 2**63), got {type(seed).__name__} {seed!r}")
         for k in sorted(keys - {"seed"}):
             v = m[k]
             if (k in numeric) != _is_number(v):
-                raise TypeError(f"members[{i}][{k!r}]: expected {'a number' if k in numeric else type(out[0][k]).__name__} "
+                raise UserTypeError(f"members[{i}][{k!r}]: expected {'a number' if k in numeric else type(out[0][k]).__name__} "
                                 f"like members[0], got {type(v).__name__} {v!r}")
             if k in numeric:
                 ok, want = _RANGES.get(k, (lambda x: not math.isnan(x), "a number (not NaN)"))
                 if not ok(float(v)):
-                    raise ValueError(f"members[{i}][{k!r}]: expected {want}, got {v!r}")
+                    raise UserValueError(f"members[{i}][{k!r}]: expected {want}, got {v!r}")
             else:
                 try:
                     json.dumps(v)
                 except (TypeError, ValueError) as e:
-                    raise TypeError(f"members[{i}][{k!r}]: a label must be JSON-serialisable, got "
+                    raise UserTypeError(f"members[{i}][{k!r}]: a label must be JSON-serialisable, got "
                                     f"{type(v).__name__} ({e})") from None
     if setup.make_optimizer is train.paper_optimizer:
         missing = {"learning_rate", "clip"} - numeric
         if missing:
-            raise ValueError(f"members: train.paper_optimizer reads {sorted(missing)}; expected every member to give "
+            raise UserValueError(f"members: train.paper_optimizer reads {sorted(missing)}; expected every member to give "
                              f"them as numbers, got keys {sorted(keys)}")
     if setup.regularize and "alpha" not in numeric:
-        raise ValueError(f"members: regularize=True needs an 'alpha' (Ω's weight) in every member, got keys {sorted(keys)}")
+        raise UserValueError(f"members: regularize=True needs an 'alpha' (Ω's weight) in every member, got keys {sorted(keys)}")
     return out
 
 
@@ -459,9 +460,13 @@ def run_sweep(
     try:
         fresh = train.init_members(setup, [members[i]["seed"] for i in padded], hparams,
                                    init_scale=scale if "init_scale" in members[0] else None)
+        # trace one member's optimizer update (no compile): a hyperparameter it reads and the members lack
+        one = jax.tree_util.tree_map(lambda a: a[0], (fresh.params, fresh.opt_state))
+        hp0 = {k: jnp.asarray(v[0], setup.dtype) for k, v in hparams.items()}
+        jax.eval_shape(lambda p, o: setup.make_optimizer(hp0).update(p, o, p), *one)
     except KeyError as e:
-        raise ValueError(f"members: setup.make_optimizer reads the hyperparameter {e}, which the members do not "
-                         f"give (they have {sorted(members[0])})") from None
+        raise UserValueError(f"members: setup.make_optimizer reads the hyperparameter {e}, which the members do not "
+                             f"give (they have {sorted(members[0])})") from None
     fresh = fresh._replace(status=fresh.status.at[len(todo):].set(train.EXHAUSTED))
     zeros = np.zeros(len(padded))
     host = {"state": jax.tree_util.tree_map(np.asarray, fresh), "run_max": zeros, "run_explosions": zeros.astype(np.int64)}
@@ -551,6 +556,7 @@ def run_sweep(
                 "error": [_number(h.error[j]) for j in active],
             }])
         reported.update(int(batch_ids[j]) for j in finished)
+        median_loss = _median(means["loss"][real] if real.any() else means["loss"])
         running = real & (status == train.RUNNING)
         n_running = int(running.sum())
         size = _bucket(n_running, len(batch_ids), n_dev * COMPACT_UNIT) if compact else len(batch_ids)
@@ -574,7 +580,7 @@ def run_sweep(
             live_steps = step[running] if n_running else step
             _progress(f"[sweep] chunk {chunk}: {done_now}/{len(members)} members finished, {n_running} running "
                       f"(step {int(live_steps.max())}/{max_steps}, batch {len(batch_ids)}), median loss "
-                      f"{_median(means['loss'][real] if real.any() else means['loss']):.4f}, "
+                      f"{median_loss:.4f}, "
                       f"{time.time() - t0:.0f} s")
         if on_chunk is not None:
             on_chunk(chunk - 1, h)

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from rnn_jax import fused, model, optim
+from rnn_jax._checks import UserTypeError, UserValueError
 from rnn_jax.cells import Cell
 from rnn_jax.tasks.base import Task, draw_length as batch_draw_length, lengths as batch_lengths
 
@@ -130,16 +131,16 @@ def _zero_stats(dtype) -> Stats:
 def check_hparams(setup: Setup, hparams: Hparams, members: Optional[int] = None) -> int:
     """Every hyperparameter is an array with one entry per member; returns the member count."""
     if not isinstance(hparams, dict) or not hparams:
-        raise TypeError(f"hparams: expected a non-empty dict of per-member arrays, got {type(hparams).__name__}")
+        raise UserTypeError(f"hparams: expected a non-empty dict of per-member arrays, got {type(hparams).__name__}")
     sizes = {name: np.shape(v)[0] if np.ndim(v) == 1 else None for name, v in hparams.items()}
     bad = {n: np.shape(v) for n, v in hparams.items() if sizes[n] is None}
     if bad:
-        raise ValueError(f"hparams: expected 1-D arrays (one value per member), got shapes {bad}")
+        raise UserValueError(f"hparams: expected 1-D arrays (one value per member), got shapes {bad}")
     if len(set(sizes.values())) != 1 or (members is not None and members not in sizes.values()):
         want = f"{members} " if members is not None else ""
-        raise ValueError(f"hparams: expected {want}values per member for every entry, got lengths {sizes}")
+        raise UserValueError(f"hparams: expected {want}values per member for every entry, got lengths {sizes}")
     if setup.regularize and "alpha" not in hparams:
-        raise ValueError("hparams: regularize=True needs an 'alpha' entry (Ω's weight per member)")
+        raise UserValueError("hparams: regularize=True needs an 'alpha' entry (Ω's weight per member)")
     return next(iter(sizes.values()))
 
 
@@ -166,7 +167,7 @@ def init_members(
     seeds = [int(s) for s in seeds]
     check_hparams(setup, hparams, len(seeds))
     if len(seeds) == 0:
-        raise ValueError("seeds: expected at least one member")
+        raise UserValueError("seeds: expected at least one member")
     per_member = []
     for i, seed in enumerate(seeds):
         k_init, k_data = jax.random.split(jax.random.PRNGKey(seed))
