@@ -16,10 +16,11 @@ benchmark's representation and fixes the data set once:
   pitch ``p`` is on in frame ``t`` when a note of pitch ``p`` sounds at the frame's start,
   time ``t/2`` quarter notes (onset included, release excluded; tied notes are
   consecutive notes and sound through; grace notes have no duration and are left out;
-  repeats are not expanded). The eighth is the chorales' passing-note value: a quarter-note
-  grid (JSB's) would sample away most passing and neighbour notes, while the few
-  sixteenths (about 3 % of the notes, ornaments) are sampled at the eighth grid. Median
-  piece: 96 frames, longest 386.
+  repeats are not expanded). The eighth is the chorales' passing-note value: on a
+  quarter-note grid (JSB Chorales') 20.7 % of the notes of the 362 pieces start between two
+  frames -- mostly eighth-note passing and neighbour notes, shortened or lost -- against
+  1.3 % on the eighth grid (sixteenth ornaments; 2.5 % of the notes are shorter than an
+  eighth). Median piece: 96 frames, longest 386 (twice JSB's lengths in steps).
 * **Pitches.** Binary vectors over the MIDI pitches present in the included pieces,
   :data:`LOWEST_PITCH` .. :data:`HIGHEST_PITCH` (36 = C2 .. 81 = A5, 46 units); the roll
   has no transposition.
