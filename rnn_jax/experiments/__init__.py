@@ -13,6 +13,8 @@ _ALL = {
     "pathological": "rnn_jax.experiments.pathological",
     "one-unit": "rnn_jax.experiments.one_unit",
     "gates": "rnn_jax.experiments.gates",
+    "music": "rnn_jax.experiments.music",
+    "chars": "rnn_jax.experiments.chars",
 }
 
 # Only the reproductions present in this installation (each lands with its tests).
