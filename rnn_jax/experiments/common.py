@@ -197,3 +197,45 @@ def claim_folder(out_dir: str, experiment: str, settings: dict) -> None:
                              f"expected the same profile and seeds to resume, or use a new output folder")
         return
     write_text(out_dir, "run.json", json.dumps(mine, indent=1, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------- committed results and the README
+
+README_BEGIN = "<!-- begin {name}: generated from results/{name}/summary.json and provenance.json -->"
+README_END = "<!-- end {name} -->"
+
+
+def verdict_lines(verdicts: Sequence[dict]) -> List[str]:
+    """One markdown line per recorded verdict (a dict of summary.json): claim, outcome, test, p."""
+    out = []
+    for v in verdicts or []:
+        p = v.get("p_value")
+        p_text = "" if p is None else f", p = {p:.3g}"
+        against = v.get("p_against")
+        if v.get("outcome") == "contradicted" and against is not None:
+            p_text = f", p (opposite direction) = {against:.3g}"
+        out.append(f"- **{v['claim']}**: {v['outcome'].upper()} ({v['test']}{p_text})")
+    return out
+
+
+def readme_block(name: str, body: str) -> str:
+    """The README's generated block for the committed results of experiment ``name``."""
+    return README_BEGIN.format(name=name) + "\n" + body.rstrip("\n") + "\n" + README_END.format(name=name)
+
+
+def provenance(command: str, wall_seconds: float, commit: str, **extra) -> dict:
+    """What a committed run needs to be trusted: the command, the machine, the wall time, the commit."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [l.split(":", 1)[1].strip() for l in f if l.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    import jax
+
+    return dict(command=command, wall_seconds=float(wall_seconds), commit=commit, cpu=cpu, cores=os.cpu_count(),
+                platform=platform.platform(), python=platform.python_version(), jax=jax.__version__,
+                devices=f"{jax.device_count()} x {jax.devices()[0].device_kind}", **extra)

@@ -617,3 +617,31 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
     common.write_text(out_dir, "table.md", _table(rows, general, claim, summary["settings"], verdict_text))
     summary["figures"] = [os.path.basename(p) for p in _plots(out_dir, rows, general, claim, optimizers)]
     return common.write_summary(out_dir, common.finite(summary))
+
+
+def readme_body(summary: dict, prov: dict) -> str:
+    """The README's quote of a committed run: solved per (task, optimizer), the verdicts, the generalisation
+    claim, the cost. A test checks that the README holds exactly this text for ``results/pathological``."""
+    settings = summary["settings"]
+    rows = summary["rows"]
+    opts = list(dict.fromkeys(r["optimizer"] for r in rows))
+    lines = ["| task | lengths | " + " | ".join(f"{o} solved" for o in opts) + " | paper (MSGD-CR) |",
+             "|---|---|" + "---|" * (len(opts) + 1)]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        sel = {r["optimizer"]: r for r in rows if r["task"] == task}
+        first = next(iter(sel.values()))
+        lines.append(f"| {task} | {first['lengths']} | "
+                     + " | ".join(f"{sel[o]['solved']} / {sel[o]['members']}" if o in sel else "-" for o in opts)
+                     + f" | {PAPER.get(task, '-')} |")
+    lines.append("")
+    lines += common.verdict_lines(summary.get("verdicts"))
+    claim = summary.get("generalisation_claim")
+    if claim:
+        lines += ["", "Generalisation claim: " + claim["statement"]]
+        if claim.get("errors"):
+            lines.append("Errors by test length: " + ", ".join(f"T = {e['length']:,}: {e['error']:.4f}"
+                                                                for e in claim["errors"]) + ".")
+    lines += ["", f"{settings['seeds']} paired seeds per optimizer, {settings['max_steps']:,} updates per run for "
+                  f"every task; `{prov['command']}` took {prov['wall_seconds'] / 60:.0f} minutes on {prov['cores']} "
+                  f"cores ({prov['cpu']}), commit {prov['commit'][:7]}."]
+    return "\n".join(lines)

@@ -345,3 +345,27 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
     common.write_text(out_dir, "table.md", _table(rows, dict(summary["settings"], seeds=len(chosen)), verdict_text, why))
     summary["figures"] = [os.path.basename(p) for p in _plots(out_dir, rows, schemes, lengths, optimizers)]
     return common.write_summary(out_dir, common.finite(summary))
+
+
+def readme_body(summary: dict, prov: dict) -> str:
+    """The README's quote of a committed run: success per (length, scheme, optimizer), the verdicts, the cost.
+    A test checks that the README holds exactly this text for ``results/temporal_order``."""
+    rows = summary["rows"]
+    settings = summary["settings"]
+    opts = list(settings["optimizers"])
+    lines = ["| T | initialisation | " + " | ".join(f"{o} solved" for o in opts) + " | MSGD: runs with explosions |",
+             "|---|---|" + "---|" * (len(opts) + 1)]
+    for L in settings["lengths"]:
+        for sch in settings["schemes"]:
+            sel = {r["optimizer"]: r for r in rows if r["length"] == L and r["scheme"] == sch}
+            cells = [f"{sel[o]['solved']} / {sel[o]['members']}" for o in opts]
+            boom = f"{sel['MSGD']['members_with_explosions']} / {sel['MSGD']['members']}" if "MSGD" in sel else "-"
+            lines.append(f"| {L} | {sch} | " + " | ".join(cells) + f" | {boom} |")
+    lines.append("")
+    lines += common.verdict_lines(summary.get("verdicts"))
+    lines.append("")
+    lines.append(f"{settings['seeds']} paired seeds, {settings['max_steps']:,} updates per run, success confirmed on "
+                 f"{settings.get('confirm_size') or settings['eval_size']:,} sequences; `{prov['command']}` took "
+                 f"{prov['wall_seconds'] / 60:.0f} minutes on {prov['cores']} cores ({prov['cpu']}), commit "
+                 f"{prov['commit'][:7]}.")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""The README quotes the committed results exactly: its generated blocks are what the experiments'
+``readme_body`` makes of ``results/<name>/summary.json`` and ``provenance.json``, and it shows their figures."""
+
+import json
+import os
+
+import pytest
+
+from rnn_jax.experiments import common, pathological, temporal_order
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODULES = {"temporal_order": temporal_order, "pathological": pathological}
+
+
+def _readme():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_readme_quotes_the_committed_summary(name):
+    folder = os.path.join(ROOT, "results", name)
+    readme = _readme()
+    begin = common.README_BEGIN.format(name=name)
+    if not os.path.exists(os.path.join(folder, "summary.json")):
+        assert begin not in readme, f"the README quotes results/{name}, which is not in the repository"
+        pytest.skip(f"results/{name} not committed")
+    with open(os.path.join(folder, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(folder, "provenance.json")) as f:
+        prov = json.load(f)
+    block = common.readme_block(name, MODULES[name].readme_body(summary, prov))
+    assert begin in readme, f"the README does not quote results/{name}"
+    start = readme.index(begin)
+    end = readme.index(common.README_END.format(name=name), start) + len(common.README_END.format(name=name))
+    assert readme[start:end] == block, "the README's numbers differ from the committed summary: regenerate the block"
+    for png in summary.get("figures", []):
+        assert os.path.exists(os.path.join(folder, png)), png
+        assert f"(results/{name}/{png})" in readme, f"the README does not show results/{name}/{png}"
+    assert summary["profile"] == "cpu" and prov["commit"] and prov["wall_seconds"] > 0
+
+
+def test_a_changed_number_is_caught(tmp_path):
+    """The comparison can fail: one solved count changed in a summary changes the block."""
+    summary = {"settings": {"optimizers": ["MSGD"], "lengths": [30], "schemes": ["basic_tanh"], "seeds": 2,
+                            "max_steps": 10, "eval_size": 5},
+               "rows": [{"length": 30, "scheme": "basic_tanh", "optimizer": "MSGD", "solved": 1, "members": 2,
+                         "members_with_explosions": 0}],
+               "verdicts": [{"claim": "c", "outcome": "not shown", "test": "t", "p_value": 0.5, "p_against": 1.0}]}
+    prov = {"command": "x", "wall_seconds": 60.0, "cores": 2, "cpu": "cpu", "commit": "abcdef0"}
+    a = temporal_order.readme_body(summary, prov)
+    summary["rows"][0]["solved"] = 2
+    assert temporal_order.readme_body(summary, prov) != a and "| 1 / 2 |" in a
