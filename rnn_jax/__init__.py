@@ -6,6 +6,7 @@ Layering, bottom-up (nothing imports upward): activations, initializers -> cells
 """
 
 from rnn_jax import activations, initializers, losses
+from rnn_jax._checks import UserError, UserTypeError, UserValueError
 from rnn_jax.cells import (
     Cell,
     ElmanParams,
@@ -31,6 +32,7 @@ from rnn_jax import bptt, diagnostics, layers, optim, regularizer, tasks
 __version__ = "0.1.0"
 
 __all__ = [
+    "UserError", "UserTypeError", "UserValueError",
     "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams", "ReverseRule",
     "activations", "bptt", "default_backward", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "layers", "linear_recurrence", "long", "losses", "lstm", "make", "model",
     "pascanu", "python_unroll", "readout", "readout_init", "tasks", "unroll",

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterable, List, Sequence, Union
 
 import numpy as np
 
-from rnn_jax._checks import check_choice
+from rnn_jax._checks import UserTypeError, UserValueError, check_choice
 from rnn_jax.sweep import append_results, read_results
 
 PROFILE_NAMES = ("tiny", "quick", "full")
@@ -155,17 +155,28 @@ def rate_with_interval(successes: int, n: int) -> Dict[str, float]:
 
 def seed_list(seeds: Union[None, int, Sequence[int]], default: Union[int, dict]) -> List[int]:
     """Seeds to run: ``range(default)`` when None (``default`` a count, or a profile with
-    a ``seeds`` count), ``range(n)`` for an int, else the given seeds (distinct)."""
+    a ``seeds`` count), ``range(n)`` for an int, else the given seeds (distinct non-negative integers)."""
     if seeds is None:
         seeds = default["seeds"] if isinstance(default, dict) else default
-    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+    if isinstance(seeds, (bool, np.bool_, str, bytes)):
+        raise UserTypeError(f"seeds: expected a number of seeds or a list of integer seeds, got {type(seeds).__name__} "
+                            f"{seeds!r}")
+    if isinstance(seeds, (int, np.integer)):
         if seeds < 1:
-            raise ValueError(f"seeds: expected a positive number of seeds, got {seeds}")
+            raise UserValueError(f"seeds: expected a positive number of seeds, got {seeds}")
         return list(range(int(seeds)))
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: expected a non-empty list of distinct seeds, got {seeds}")
-    return seeds
+    try:
+        items = list(seeds)
+    except TypeError:
+        raise UserTypeError(f"seeds: expected a number of seeds or a list of integer seeds, got "
+                            f"{type(seeds).__name__}") from None
+    bad = [s for s in items if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) or s < 0]
+    if bad:
+        raise UserTypeError(f"seeds: expected non-negative integers, got {bad[:3]!r}")
+    items = [int(s) for s in items]
+    if not items or len(set(items)) != len(items):
+        raise UserValueError(f"seeds: expected a non-empty list of distinct seeds, got {items}")
+    return items
 
 
 def finite(tree):
@@ -193,7 +204,7 @@ def claim_folder(out_dir: str, experiment: str, settings: dict) -> None:
             theirs = json.load(f)
         if theirs != mine:
             diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-            raise ValueError(f"{out_dir} holds a run with other settings (differing: {', '.join(diff)}); "
+            raise UserValueError(f"{out_dir} holds a run with other settings (differing: {', '.join(diff)}); "
                              f"expected the same profile and seeds to resume, or use a new output folder")
         return
     write_text(out_dir, "run.json", json.dumps(mine, indent=1, sort_keys=True) + "\n")

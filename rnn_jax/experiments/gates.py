@@ -310,9 +310,7 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
     ``summary.json``.
     """
     cfg = common.get_profile(PROFILES, profile)
-    seeds = list(range(cfg["seeds"])) if seeds is None else [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed")
+    seeds = common.seed_list(seeds, cfg)
     results = common.Results(out_dir)
     units = [(t, n, c) for t in cfg["tasks"] for n in cfg["lengths"] for c in cfg["cells"]]
     prog = common.Progress(NAME, len(units), enabled=progress)
