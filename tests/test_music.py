@@ -121,7 +121,7 @@ def test_length_buckets_group_and_pad():
 
 def test_missing_music21_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "music21", None)  # import music21 now raises ImportError
-    with pytest.raises(ImportError, match=r"rnn_jax\[music\]"):
+    with pytest.raises(data_music.MissingMusic21Error, match=r"rnn_jax\[music\]"):
         data_music.require_music21()
     with pytest.raises(ImportError, match="music21"):
         data_music.load_rolls(cache_dir="/nonexistent/never-written")
@@ -280,6 +280,10 @@ def test_tiny_run_beats_the_frequency_model_and_resumes(tmp_path):
     assert not final["traces"]["msgd"]["clipped"]
     for name in ("table.md", "summary.json", "learning_curves.png", "grad_norm_trace.png", "search.png"):
         assert os.path.exists(os.path.join(out, name)), name
+    prov = {"command": "rnn-jax music --profile tiny", "wall_seconds": 60.0, "cores": 2, "cpu": "cpu", "commit": "abcdef0"}
+    block = music.readme_body(summary, prov)  # the README's quote once a run is committed under results/
+    assert f"{summary['rows']['tanh RNN MSGD-C']['test']['mean']:.3f}" in block
+    assert "(results/music/grad_norm_trace.png)" in block and "took 1 minutes on 2 cores" in block
     again = music.run(out, "tiny", progress=False, rolls=rolls)  # resumes: nothing is trained again
     assert again == summary
     with open(os.path.join(out, "results.jsonl")) as f:

@@ -48,6 +48,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional
 
 import numpy as np
 
+from rnn_jax._checks import UserError, UserValueError
+
 SPLIT_FILE = "bach_chorales.json"
 SPLITS = ("train", "valid", "test")
 FRAME_QUARTERS = Fraction(1, 2)  # an eighth note
@@ -57,8 +59,12 @@ CACHE_FORMAT = 1  # bump when the roll representation changes
 INSTALL_HINT = "pip install 'rnn_jax[music]'  (or: pip install music21)"
 
 
-class MusicDataError(ValueError):
+class MusicDataError(UserValueError):
     """A piece could not be found, parsed or represented, or a cache is unusable."""
+
+
+class MissingMusic21Error(UserError, ImportError):
+    """music21 is not installed (an ImportError, and a UserError: one line on the command line)."""
 
 
 # ---------------------------------------------------------------- the split
@@ -97,12 +103,12 @@ def split_fingerprint() -> str:
 
 
 def require_music21():
-    """The ``music21`` module, or an ImportError that says how to install it."""
+    """The ``music21`` module, or a :class:`MissingMusic21Error` (an ImportError) that says how to install it."""
     try:
         import music21
     except ImportError as error:
-        raise ImportError(f"the Bach chorales come from the music21 package, which is not installed: "
-                          f"{INSTALL_HINT}") from error
+        raise MissingMusic21Error(f"the Bach chorales come from the music21 package, which is not installed: "
+                                  f"{INSTALL_HINT}") from error
     return music21
 
 

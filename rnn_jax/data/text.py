@@ -23,12 +23,14 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from rnn_jax._checks import UserValueError
+
 UNKNOWN = "\u0000"  # the symbol at index 0: a character the training part does not have
 DEFAULT_TEXT_NAME = "Jane Austen, Lady Susan (Project Gutenberg etext, shipped by music21)"
 MIN_CHARACTERS = 200
 
 
-class TextError(ValueError):
+class TextError(UserValueError):
     """A text that cannot be used (unreadable, not UTF-8, too short)."""
 
 

@@ -174,3 +174,8 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True,
     data = task_data(content, cfg, source)
     common.claim_folder(out_dir, NAME, {"profile": profile, "seeds": seeds, "data": data.fingerprint})
     return natural.run_comparison(out_dir, profile, cfg, data, seeds, progress)
+
+
+def readme_body(summary: dict, prov: dict) -> str:
+    """The README's quote of a committed run (see :func:`rnn_jax.experiments.natural.readme_body`)."""
+    return natural.readme_body(summary, prov)

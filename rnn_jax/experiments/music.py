@@ -162,3 +162,8 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True,
     common.claim_folder(out_dir, NAME, {"profile": profile, "seeds": seeds, "data": fingerprint})
     data = task_data(rolls, cfg, fingerprint, title)
     return natural.run_comparison(out_dir, profile, cfg, data, seeds, progress)
+
+
+def readme_body(summary: dict, prov: dict) -> str:
+    """The README's quote of a committed run (see :func:`rnn_jax.experiments.natural.readme_body`)."""
+    return natural.readme_body(summary, prov)

@@ -562,7 +562,7 @@ def summarize(profile: str, cfg: dict, data: TaskData, seeds: Sequence[int], gri
             search.setdefault(row_name(cell_kind, m["optimizer"]), []).append(
                 {k: m[k] for k in ("config", "learning_rate", "clip", "alpha", "best_valid", "best_step", "diverged")})
     seconds = sum(u["seconds"] for u in list(searches.values()) + list(finals.values()))
-    return {"profile": profile, "unit": data.unit, "seeds": list(seeds), "data": data.info,
+    return {"name": data.name, "profile": profile, "unit": data.unit, "seeds": list(seeds), "data": data.info, "figures": list(FIGURES),
             "references": data.references, "rows": rows, "search": search,
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
             "search_grid": grid, "training_seconds": seconds}
@@ -582,7 +582,8 @@ def table(summary: dict) -> str:
     rows = []
     for name, ref in summary["references"].items():
         rows.append([name, "-", f"{ref['train']:.3f}", f"{ref['valid']:.3f}", f"{ref['test']:.3f}", "-", "-", "-"])
-    for name, r in summary["rows"].items():
+    order = lambda item: (list(CELL_NAMES).index(item[1]["cell"]), list(OPTIMIZERS).index(item[1]["optimizer"]))
+    for name, r in sorted(summary["rows"].items(), key=order):  # summary.json stores them sorted by name
         fmt = lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}" if s["n"] else "-"
         t = r["test"]
         hp = f"lr {r['learning_rate']:.3g}"
@@ -599,6 +600,21 @@ def table(summary: dict) -> str:
     return head + "\n" + common.markdown_table(headers, rows)
 
 
+def readme_body(summary: dict, prov: dict) -> str:
+    """The README's quote of a committed run (``results/<name>/summary.json`` and ``provenance.json``):
+    the table of references and rows, the settings and the cost, and the figures."""
+    lines = table(summary).split("\n", 2)[2].strip("\n").split("\n")  # the table without its heading
+    s = summary["settings"]
+    lines += ["", f"{len(summary['seeds'])} seeds per row; {', '.join(CELL_NAMES[c] for c in s['cells'])} of "
+                  f"{s['hidden_size']} units; minibatches of {s['batch_size']}; up to {s['max_steps']:,} updates, "
+                  f"validation every {s['eval_every']}, patience {s['patience']}; {s['search_budget']} search points "
+                  f"per row. `{prov['command']}` took {prov['wall_seconds'] / 60:.0f} minutes on {prov['cores']} "
+                  f"cores ({prov['cpu']}), commit {prov['commit'][:7]}.", ""]
+    lines += [f"![{fig[:-4].replace('_', ' ')}](results/{summary['name']}/{fig})" for fig in summary.get("figures", [])]
+    return "\n".join(lines)
+
+
+FIGURES = ("learning_curves.png", "grad_norm_trace.png", "search.png")
 COLORS = {"tanh RNN MSGD": "tab:red", "tanh RNN MSGD-C": "tab:orange", "tanh RNN MSGD-CR": "tab:purple",
           "LSTM MSGD-C": "tab:blue", "GRU MSGD-C": "tab:green"}
 
