@@ -227,8 +227,8 @@ def _table(rows, settings: dict, verdict_text: str, why: str) -> str:
     return "\n".join(text) + "\n"
 
 
-SMOKE_NOTE = ("This profile is a smoke test of the command: its lengths, seeds and budget are too small to decide "
-              "the paper's claims, and no verdict is printed. `rnn-jax temporal-order --profile cpu` decides them "
+SMOKE_NOTE = ("This profile does not decide the paper's claims (a smoke test, or the pilot: too few seeds, "
+              "lengths or updates), and no verdict is printed. `rnn-jax temporal-order --profile cpu` decides them "
               "with paired tests; its committed results are in `results/temporal_order/` (see the README).")
 
 
@@ -353,19 +353,24 @@ def readme_body(summary: dict, prov: dict) -> str:
     rows = summary["rows"]
     settings = summary["settings"]
     opts = list(settings["optimizers"])
-    lines = ["| T | initialisation | " + " | ".join(f"{o} solved" for o in opts) + " | MSGD: runs with explosions |",
-             "|---|---|" + "---|" * (len(opts) + 1)]
+    lines = ["| T | initialisation | " + " | ".join(f"{o} solved" for o in opts)
+             + " | MSGD: runs with explosions | MSGD: largest gradient norm |",
+             "|---|---|" + "---|" * (len(opts) + 2)]
     for L in settings["lengths"]:
         for sch in settings["schemes"]:
             sel = {r["optimizer"]: r for r in rows if r["length"] == L and r["scheme"] == sch}
             cells = [f"{sel[o]['solved']} / {sel[o]['members']}" for o in opts]
-            boom = f"{sel['MSGD']['members_with_explosions']} / {sel['MSGD']['members']}" if "MSGD" in sel else "-"
+            m = sel.get("MSGD")
+            boom = f"{m['members_with_explosions']} / {m['members']} | {m['largest_grad_norm']:.3g}" if m else "- | -"
             lines.append(f"| {L} | {sch} | " + " | ".join(cells) + f" | {boom} |")
+    verdict = common.verdict_lines(summary.get("verdicts"))
+    if verdict:
+        lines += [""] + verdict
+    check = (f"success confirmed on {settings['confirm_size']:,} sequences" if settings.get("confirm_size") else
+             f"evaluated on {settings['eval_size']:,} sequences")
     lines.append("")
-    lines += common.verdict_lines(summary.get("verdicts"))
-    lines.append("")
-    lines.append(f"{settings['seeds']} paired seeds, {settings['max_steps']:,} updates per run, success confirmed on "
-                 f"{settings.get('confirm_size') or settings['eval_size']:,} sequences; `{prov['command']}` took "
+    lines.append(f"{settings['seeds']} paired seeds, {settings['max_steps']:,} updates per run, {check}; "
+                 f"`{prov['command']}` took "
                  f"{prov['wall_seconds'] / 60:.0f} minutes on {prov['cores']} cores ({prov['cpu']}), commit "
                  f"{prov['commit'][:7]}.")
     return "\n".join(lines)
