@@ -132,7 +132,8 @@ def _experiment(args) -> int:
           f"({len(devices)} {devices[0].device_kind} device{'s' if len(devices) > 1 else ''}); "
           f"rerun the same command to resume", flush=True)
     start = time.perf_counter()
-    summary = module.run(out_dir, profile=args.profile, seeds=args.seeds, progress=not args.quiet)
+    extra = {"text": args.text} if getattr(args, "text", None) else {}
+    summary = module.run(out_dir, profile=args.profile, seeds=args.seeds, progress=not args.quiet, **extra)
     print(json.dumps(summary, indent=2, sort_keys=True, default=float))
     table = os.path.join(out_dir, "table.md")
     if os.path.exists(table):
@@ -174,7 +175,9 @@ def _add_platform_options(p: argparse.ArgumentParser) -> None:
 PROFILE_NOTES = {
     "tiny": "seconds (the tests)",
     "quick": "minutes on 2 CPU cores",
-    "full": "the source's settings, a GPU job",
+    "pilot": "the measured pilot behind the cpu profile",
+    "cpu": "the claims on 2 CPU cores, <= 90 minutes",
+    "full": "the source's settings (or the largest we could infer), a GPU job",
 }
 
 
@@ -212,8 +215,27 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help="output folder (default runs/<experiment>/<profile>)")
         _add_platform_options(p)
         p.add_argument("--quiet", action="store_true", help="no progress lines")
+        if "text" in _run_parameters(module):
+            p.add_argument("--text", metavar="FILE", default=None,
+                           help="a UTF-8 text file (default: Lady Susan, shipped by music21; required without it)")
         p.set_defaults(func=_experiment)
     return parser
+
+
+def _run_parameters(module_name: str) -> list:
+    """The parameter names of an experiment module's ``run``, read from its source (no import)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module_name)
+    if spec is None or spec.origin is None:
+        return []
+    with open(spec.origin) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "run":
+            return [a.arg for a in node.args.args + node.args.kwonlyargs]
+    return []
 
 
 def _first_line(module_name: str) -> str:

@@ -22,7 +22,8 @@ import sys
 from rnn_jax.experiments import common
 
 MODULES = {"temporal_order": "rnn_jax.experiments.temporal_order", "pathological": "rnn_jax.experiments.pathological",
-           "temporal_order_pilot": "rnn_jax.experiments.temporal_order"}
+           "temporal_order_pilot": "rnn_jax.experiments.temporal_order", "music": "rnn_jax.experiments.music",
+           "chars": "rnn_jax.experiments.chars"}
 TOP_FILES = ("table.md", "summary.json", "run.json", "results.jsonl")
 SWEEP_FILES = ("results.jsonl", "chunks.jsonl", "sweep.json")
 
