@@ -132,7 +132,7 @@ def _experiment(args) -> int:
           f"({len(devices)} {devices[0].device_kind} device{'s' if len(devices) > 1 else ''}); "
           f"rerun the same command to resume", flush=True)
     start = time.perf_counter()
-    extra = {"text": args.text} if getattr(args, "text", None) else {}
+    extra = {k: getattr(args, k) for k in ("text", "update") if getattr(args, k, None)}
     summary = module.run(out_dir, profile=args.profile, seeds=args.seeds, progress=not args.quiet, **extra)
     print(json.dumps(summary, indent=2, sort_keys=True, default=float))
     table = os.path.join(out_dir, "table.md")
@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=None, help="output folder (default runs/<experiment>/<profile>)")
         _add_platform_options(p)
         p.add_argument("--quiet", action="store_true", help="no progress lines")
+        if "update" in _run_parameters(module):
+            p.add_argument("--update", choices=["theano", "sequential"], default=None,
+                           help="momentum as the post's Theano code runs it (simultaneous updates: the weights "
+                                "move by the previous velocity; the default) or the textbook step")
         if "text" in _run_parameters(module):
             p.add_argument("--text", metavar="FILE", default=None,
                            help="a UTF-8 text file (default: Lady Susan, shipped by music21; required without it)")

@@ -37,7 +37,9 @@ from rnn_jax.tasks.counting import counting_ones, counting_ones_dataset
 from rnn_jax.tasks.memorization import noiseless_memorization
 from rnn_jax.tasks.order import temporal_order, temporal_order_3bit
 from rnn_jax.tasks.permutation import random_permutation
-from rnn_jax.tasks.teacher import make_teacher, teacher_cell, teacher_student
+from rnn_jax.tasks.teacher import (
+    DocumentTeacher, document_inputs, document_student, document_teacher, make_teacher, teacher_cell, teacher_student,
+)
 
 TASKS: Dict[str, Callable[..., Task]] = {
     "temporal_order": temporal_order,
@@ -80,7 +82,7 @@ def get(name: str, **kwargs) -> Task:
 
 __all__ = [
     "ALIASES", "Batch", "PATHOLOGICAL_SUCCESS", "REGRESSION_TOLERANCE", "TASKS", "Task", "adding", "any_step_error",
-    "argmax_error", "counting_ones", "counting_ones_dataset", "get", "lengths", "make_teacher", "multiplication",
+    "DocumentTeacher", "argmax_error", "counting_ones", "document_inputs", "document_student", "document_teacher", "counting_ones_dataset", "get", "lengths", "make_teacher", "multiplication",
     "noiseless_memorization", "random_permutation", "squared_error", "teacher_cell", "teacher_student",
     "temporal_order", "temporal_order_3bit", "thresholded_squared_error",
 ]
