@@ -143,6 +143,18 @@ def mean_and_spread(values: Sequence[float]) -> Dict[str, float]:
     return {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()), "max": float(a.max()), "n": int(a.size)}
 
 
+def nan_median(values) -> float:
+    """The median of the finite values (None counts as missing), nan when there is none."""
+    a = np.asarray([np.nan if v is None else v for v in values], np.float64)
+    return float(np.median(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
+
+
+def nan_max(values) -> float:
+    """The largest finite value (None counts as missing), nan when there is none."""
+    a = np.asarray([np.nan if v is None else v for v in values], np.float64)
+    return float(np.max(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
+
+
 def rate_with_interval(successes: int, n: int) -> Dict[str, float]:
     """A success rate with its Wilson 95 % interval (the spread across seeds)."""
     if n == 0:

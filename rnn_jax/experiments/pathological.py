@@ -305,16 +305,6 @@ def best_member(records: Sequence[dict]) -> Optional[dict]:
 # ---------------------------------------------------------------- aggregation
 
 
-def _nanmedian(values) -> float:
-    a = np.asarray([np.nan if v is None else v for v in values], np.float64)
-    return float(np.median(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
-
-
-def _nanmax(values) -> float:
-    a = np.asarray([np.nan if v is None else v for v in values], np.float64)
-    return float(np.max(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
-
-
 def aggregate(records: Sequence[dict], task_names: Sequence[str], optimizers: Sequence[str],
               baselines: Dict[str, float]) -> List[dict]:
     """One row per (task, optimizer): solved / runs, Wilson interval, errors, explosion statistics."""
@@ -333,14 +323,14 @@ def aggregate(records: Sequence[dict], task_names: Sequence[str], optimizers: Se
                 "error_spread": common.mean_and_spread([np.nan if r["error"] is None else r["error"] for r in rs]),
                 "baseline_error": baselines.get(name, float("nan")),
                 # over each member's last chunk of updates (the sweep's metrics)
-                "median_loss": _nanmedian([r["metrics"]["loss"] for r in rs]),
-                "median_grad_norm": _nanmedian([r["metrics"]["grad_norm"] for r in rs]),
-                "median_clipped_fraction": _nanmedian([r["metrics"]["clipped_fraction"] for r in rs]),
+                "median_loss": common.nan_median([r["metrics"]["loss"] for r in rs]),
+                "median_grad_norm": common.nan_median([r["metrics"]["grad_norm"] for r in rs]),
+                "median_clipped_fraction": common.nan_median([r["metrics"]["clipped_fraction"] for r in rs]),
                 # over each member's whole run: the largest gradient norm of an applied update, and the
                 # updates whose norm exceeded 10x their chunk's median (rnn_jax.sweep)
-                "median_max_grad_norm": _nanmedian([r["metrics"].get("run_grad_norm_max") for r in rs]),
-                "largest_grad_norm": _nanmax([r["metrics"].get("run_grad_norm_max") for r in rs]),
-                "median_explosions": _nanmedian([r["metrics"].get("run_explosions") for r in rs]),
+                "median_max_grad_norm": common.nan_median([r["metrics"].get("run_grad_norm_max") for r in rs]),
+                "largest_grad_norm": common.nan_max([r["metrics"].get("run_grad_norm_max") for r in rs]),
+                "median_explosions": common.nan_median([r["metrics"].get("run_explosions") for r in rs]),
                 "members_with_explosions": sum((r["metrics"].get("run_explosions") or 0) > 0 for r in rs),
                 "paper": PAPER[name] if opt == "MSGD-CR" else None,
             })

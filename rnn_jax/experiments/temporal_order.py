@@ -141,16 +141,6 @@ def _cell_key(scheme: str, length: int) -> str:
     return f"{scheme}_T{length}"
 
 
-def _nanmedian(values) -> float:
-    a = np.asarray([np.nan if v is None else v for v in values], np.float64)
-    return float(np.median(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
-
-
-def _nanmax(values) -> float:
-    a = np.asarray([np.nan if v is None else v for v in values], np.float64)
-    return float(np.max(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
-
-
 def aggregate(records: Sequence[dict], schemes, lengths, optimizers) -> List[dict]:
     """Per (scheme, length, optimizer): solved / members, Wilson interval, median updates of the solved."""
     rows = []
@@ -166,15 +156,15 @@ def aggregate(records: Sequence[dict], schemes, lengths, optimizers) -> List[dic
                     "diverged": sum(r["outcome"] == "diverged" for r in rs),
                     "exhausted": sum(r["outcome"] == "exhausted" for r in rs),
                     "median_updates_solved": float(np.median([r["steps"] for r in solved])) if solved else float("nan"),
-                    "median_error": _nanmedian([r["error"] for r in rs]),
+                    "median_error": common.nan_median([r["error"] for r in rs]),
                     # over each member's last chunk of updates (the sweep's metrics)
-                    "median_grad_norm": _nanmedian([r["metrics"]["grad_norm"] for r in rs]),
-                    "median_clipped_fraction": _nanmedian([r["metrics"]["clipped_fraction"] for r in rs]),
+                    "median_grad_norm": common.nan_median([r["metrics"]["grad_norm"] for r in rs]),
+                    "median_clipped_fraction": common.nan_median([r["metrics"]["clipped_fraction"] for r in rs]),
                     # over each member's whole run: the largest gradient norm of an applied update, and
                     # the updates whose norm exceeded 10x their chunk's median (rnn_jax.sweep)
-                    "median_max_grad_norm": _nanmedian([r["metrics"].get("run_grad_norm_max") for r in rs]),
-                    "largest_grad_norm": _nanmax([r["metrics"].get("run_grad_norm_max") for r in rs]),
-                    "median_explosions": _nanmedian([r["metrics"].get("run_explosions") for r in rs]),
+                    "median_max_grad_norm": common.nan_median([r["metrics"].get("run_grad_norm_max") for r in rs]),
+                    "largest_grad_norm": common.nan_max([r["metrics"].get("run_grad_norm_max") for r in rs]),
+                    "median_explosions": common.nan_median([r["metrics"].get("run_explosions") for r in rs]),
                     "members_with_explosions": sum((r["metrics"].get("run_explosions") or 0) > 0 for r in rs),
                 })
     return rows
