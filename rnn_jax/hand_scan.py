@@ -61,6 +61,14 @@ IN_PLACE_MIN_BYTES = 2 * 2**20
 SUMMED_KINDS = frozenset({"pascanu"})
 
 
+def _step_indices(stack):
+    """``0 .. T-1`` (int32) for a time-major stack. Made inside each function of a
+    ``custom_vjp`` rather than closed over: a reverse pass traced after the trace that made
+    such an array has ended (under ``lax.cond`` or ``lax.platform_dependent``) would
+    otherwise hold a leaked tracer."""
+    return jnp.arange(stack.shape[0], dtype=jnp.int32)
+
+
 def _add(a, b):
     return jax.tree_util.tree_map(jnp.add, a, b)
 
@@ -106,7 +114,6 @@ def hand_scan(
             return _rule_scan(cell, params, cell.project(params, xs), carry0, lengths, reverse, unroll, False)
         return _rule_scan(cell, params, xs, carry0, lengths, reverse, unroll, True)
     xp = cell.project(params, xs)
-    steps = jnp.arange(xp.shape[0], dtype=jnp.int32)
 
     def step(small, carry, x, hh, t, lengths):
         new, y = cell.combine(small, carry, x, hh)
@@ -118,6 +125,7 @@ def hand_scan(
 
     def forward(params, xp, carry0, lengths):
         small, w_hh = _small(params), params.w_hh
+        steps = _step_indices(xp)
 
         def body(carry, inp):
             x, t = inp
@@ -146,6 +154,7 @@ def hand_scan(
         d_final, d_ys = cotangents
         small, w_hh = _small(params), params.w_hh
         w_hh_t = w_hh.T
+        steps = _step_indices(d_ys)
 
         def back_through_product(d_prev, carry, d_hh):
             _, input_vjp = jax.vjp(cell.recurrent_input, carry)
@@ -205,10 +214,10 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
     each step projects; ``w_ih`` and ``b`` then get their gradients here, from ``δz``.
     """
     rule = cell.reverse_rule
-    steps = jnp.arange(inputs.shape[0], dtype=jnp.int32)
 
     def forward(params, inputs, carry0, lengths):
         w_hh = params.w_hh
+        steps = _step_indices(inputs)
 
         def body(carry, inp):
             x, t = inp
@@ -233,6 +242,7 @@ def _rule_scan(cell: Cell, params: Any, inputs: jax.Array, carry0: Any, lengths,
         params, xs, ys, saved, carry0, lengths = residuals
         d_final, d_ys = cotangents
         w_hh_t = params.w_hh.T
+        steps = _step_indices(d_ys)
 
         def reverse_step(d_carry, saved_t, y, d_y, t):
             d_prev, d_blocks = rule.backward(saved_t, y, d_carry, d_y, lambda d: d @ w_hh_t)

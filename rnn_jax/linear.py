@@ -22,8 +22,9 @@ in one of two ways:
 Both give the same ``h`` up to rounding (floating-point products and sums are
 associated differently: below 1e-6 relative in float32 up to T = 1M, see
 benchmarks/RESULTS.md) and both are differentiable (``grad`` of either is again a
-scan of the same kind). ``"auto"`` picks one per backend at trace time from
-:data:`PARALLEL_FROM_LENGTH` (:func:`default_method`).
+scan of the same kind). ``"auto"`` picks one per platform from
+:data:`PARALLEL_FROM_LENGTH` (:func:`default_method`), for the platform the program is
+lowered for.
 
 Layouts: ``x`` is ``(..., time, ...)`` with the time axis at ``axis`` and any
 other axes (batch, channels) elementwise; the result has ``x``'s shape.
@@ -51,6 +52,7 @@ even where ``h`` itself is finite (``x`` all zero); the sequential path does not
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Optional
 
 import jax
@@ -58,12 +60,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax._checks import UserTypeError, UserValueError, check_bool, check_choice, check_floating, describe
+from rnn_jax._platforms import per_platform, table_key
 
 METHODS = ("auto", "sequential", "parallel")
 
 # The sequence length from which method="auto" takes the parallel scan, per backend
-# (None: never). A backend missing here gets the "gpu" entry. Edit this table to change
-# the default for a process.
+# (None: never). A backend missing here gets the "gpu" entry ("gpu" covers CUDA and ROCm).
+# linear_recurrence reads it for the platform the program is lowered for, not the host's
+# default backend (rnn_jax._platforms). Edit this table to change the default for a process.
 #
 # cpu -- never. Measured on 2-core CPUs (benchmarks/RESULTS.md, LIN, T = 1k-1M): the
 #   sequential scan runs a scalar recurrence at 3-15 ns/step, and the associative scan is
@@ -82,12 +86,14 @@ PARALLEL_FROM_LENGTH: dict = {"cpu": None, "gpu": 64, "tpu": 64}
 
 
 def default_method(length: int, backend: Optional[str] = None) -> str:
-    """The method ``"auto"`` resolves to for ``length`` steps on ``backend`` (default: JAX's default backend).
+    """The method ``"auto"`` resolves to for ``length`` steps on ``backend`` (``"cpu"``,
+    ``"gpu"``, ``"tpu"`` or a lowering platform, ``"cuda"``, ``"rocm"``; default JAX's default
+    backend). :func:`linear_recurrence` asks for the platform its program is lowered for.
 
     Returns ``"parallel"`` when :data:`PARALLEL_FROM_LENGTH` gives the backend a
     threshold and ``length`` reaches it, else ``"sequential"``.
     """
-    backend = backend or jax.default_backend()
+    backend = table_key(backend or jax.default_backend())
     threshold = PARALLEL_FROM_LENGTH.get(backend, PARALLEL_FROM_LENGTH["gpu"])
     return "parallel" if threshold is not None and length >= threshold else "sequential"
 
@@ -183,7 +189,10 @@ def linear_recurrence(a, x, h0=None, *, axis: int = 0, reverse: bool = False, me
       reverse: run from step T-1 down to 0, ``h_t = a_t ⊙ h_{t+1} + x_t``.
       method: ``"sequential"`` (``lax.scan``), ``"parallel"``
         (``lax.associative_scan``) or ``"auto"`` (:func:`default_method` for
-        this length on JAX's default backend, decided at trace time).
+        this length on the platform the program is lowered for: where platforms
+        differ both are traced, ``jax.lax.platform_dependent``, and lowering keeps
+        one). The lowered program names the method in its operations' locations
+        (the scope ``linear_recurrence[method=...]``).
 
     Returns:
       ``h``, of ``x``'s shape and dtype: ``h_t`` at position ``t`` along ``axis``.
@@ -193,8 +202,13 @@ def linear_recurrence(a, x, h0=None, *, axis: int = 0, reverse: bool = False, me
     """
     a, h0, axis = _check(a, x, h0, axis, method)
     reverse = check_bool("reverse", reverse)
-    if method == "auto":
-        method = default_method(x.shape[axis])
     a_tm, x_tm = jnp.moveaxis(a, axis, 0), jnp.moveaxis(x, axis, 0)
-    run = _parallel if method == "parallel" else _sequential
-    return jnp.moveaxis(run(a_tm, x_tm, h0, reverse), 0, axis)
+    choose = (lambda backend: default_method(x.shape[axis], backend)) if method == "auto" else (lambda _: method)
+    h = per_platform(choose, lambda chosen: partial(_run, chosen, reverse=reverse), a_tm, x_tm, h0)
+    return jnp.moveaxis(h, 0, axis)
+
+
+def _run(method: str, a, x, h0, *, reverse: bool):
+    """One method over time-major ``a`` and ``x``, in a scope that names it."""
+    with jax.named_scope(f"linear_recurrence[method={method}]"):
+        return (_parallel if method == "parallel" else _sequential)(a, x, h0, reverse)

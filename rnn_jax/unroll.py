@@ -21,6 +21,7 @@ cannot be inspected and are clipped into that range (documented, tested).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -31,9 +32,15 @@ from rnn_jax._checks import (
     UserTypeError, UserValueError, as_lengths, check_bool, check_floating, check_integer, check_lengths_range, describe,
 )
 from rnn_jax._padding import hold_padded, valid_at, valid_steps
+from rnn_jax._platforms import OTHER, per_platform, table_key
 from rnn_jax.cells import Cell, check_carry, check_cell, check_params
 from rnn_jax.hand_scan import hand_scan
 
+# The tables below are keyed by backend, "cpu", "gpu" (CUDA and ROCm) and "tpu"; a backend
+# missing from a table gets its "gpu" entry. unroll reads them for the platform the program is
+# LOWERED for (rnn_jax._platforms: jax.lax.platform_dependent), so a program exported for cuda
+# on a CPU host gets the gpu entries. Editing a table changes what later traces choose.
+#
 # Whether to compute x @ w_ih + b for all steps before the loop, per (backend, cell kind).
 # Measured in benchmarks/ (see benchmarks/RESULTS.md): on CPU the projection inside the
 # step was faster for LSTM and GRU (hoisting materialises a (T, B, G*H) tensor and its
@@ -59,7 +66,8 @@ PROJECT_INPUTS_HAND_DEFAULT = {
 # with B = 20, T = 200 and 50-128 units, Elman gradients 1.4-2.2x faster, LSTM 1.7-2.1x,
 # GRU 1.9-2.2x; in the 02:47 sweep W1 1.8x, W2 1.3x, W3 1.1x, W4 1.6x (each cell's
 # ReverseRule keeps its gates and outputs only, and its cotangents overwrite the gates).
-# Accelerators keep autodiff until a measurement there says otherwise.
+# Accelerators keep autodiff until a measurement there says otherwise (unmeasured: no
+# accelerator has run `python -m benchmarks --profile device` yet).
 HAND_BACKWARD_DEFAULT = {
     "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "gpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
@@ -69,8 +77,13 @@ BACKWARDS = ("hand", "autodiff")
 
 
 def default_backward(cell: Cell, backend: Optional[str] = None) -> str:
-    """The measured default for ``unroll``'s ``backward`` on ``backend``: ``"hand"`` or ``"autodiff"``."""
-    backend = backend or jax.default_backend()
+    """The measured default for ``unroll``'s ``backward`` on ``backend``: ``"hand"`` or ``"autodiff"``.
+
+    ``backend``: ``"cpu"``, ``"gpu"``, ``"tpu"`` or a lowering platform (``"cuda"``,
+    ``"rocm"``); default JAX's default backend. :func:`unroll` asks for the platform its
+    program is lowered for, whatever the host's default.
+    """
+    backend = table_key(backend or jax.default_backend())
     table = HAND_BACKWARD_DEFAULT.get(backend, HAND_BACKWARD_DEFAULT["gpu"])
     return "hand" if table.get(cell.kind, False) and cell.combine is not None else "autodiff"
 
@@ -93,9 +106,9 @@ def resolve_backward(cell: Cell, backward: Optional[str] = None, *, remat: bool 
 
 
 def default_project_inputs(cell: Cell, backend: Optional[str] = None, backward: str = "autodiff") -> bool:
-    """The measured default for ``project_inputs`` on ``backend`` (default: JAX's default
-    backend) with the reverse pass ``backward``."""
-    backend = backend or jax.default_backend()
+    """The measured default for ``project_inputs`` on ``backend`` (as in
+    :func:`default_backward`; default JAX's default backend) with the reverse pass ``backward``."""
+    backend = table_key(backend or jax.default_backend())
     tables = PROJECT_INPUTS_HAND_DEFAULT if backward == "hand" else PROJECT_INPUTS_DEFAULT
     table = tables.get(backend, tables["gpu"])
     return table.get(cell.kind, True)
@@ -233,13 +246,17 @@ def unroll(
       return_carries: also return the carry after every step.
       project_inputs: compute ``x @ w_ih + b`` for all steps before the loop
         (True) or inside each step (False); default per device and cell,
-        :func:`default_project_inputs` (which has a table per reverse pass). The
+        :func:`default_project_inputs` (which has a table per reverse pass), for the
+        platform the program is lowered for (not the host's default backend). The
         hand-written reverse pass projects Pascanu's inputs ahead always
         (:func:`resolve_project_inputs`).
       backward: the reverse pass when this is differentiated: ``"hand"``
         (:func:`rnn_jax.hand_scan.hand_scan`: the recurrent weight's gradient as one
         large product after the loop; no forward-mode autodiff) or ``"autodiff"``
-        (of the scan); default per device and cell, :func:`default_backward`.
+        (of the scan); default per device and cell, :func:`default_backward`, for the
+        platform the program is lowered for. Where platforms differ, both are traced
+        (``jax.lax.platform_dependent``) and lowering keeps one: forward-mode autodiff
+        through the default then fails on every device, so pass ``"autodiff"`` for it.
         ``remat`` and ``return_carries`` use autodiff; asking for ``"hand"`` with
         them is an error.
 
@@ -255,32 +272,48 @@ def unroll(
     return_carries = check_bool("return_carries", return_carries)
     if project_inputs is not None:
         project_inputs = check_bool("project_inputs", project_inputs)
-    backward = resolve_backward(cell, backward, remat=remat, return_carries=return_carries)
-    project_inputs = resolve_project_inputs(cell, backward, project_inputs)
-    prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
-    if backward == "hand":
-        xs_t = prep.xs
-        if prep.lengths is not None:
-            # padded inputs are zeroed before the projection (a NaN there must not reach the gradients)
-            valid = valid_steps(jnp.arange(xs_t.shape[0], dtype=jnp.int32), prep.lengths)
-            xs_t = jnp.where(valid, xs_t, jnp.zeros_like(xs_t))
-        final, out = hand_scan(cell, params, xs_t, prep.carry, prep.lengths, reverse=reverse, unroll=int(unroll),
-                               project_inputs=project_inputs)
-        return final, prep.from_time_major(out)
 
-    inputs = cell.project(params, prep.xs) if project_inputs else prep.xs
-    body = _masked(projected_step(cell, params, project_inputs), prep.lengths)
+    def choose(backend):
+        how = resolve_backward(cell, backward, remat=remat, return_carries=return_carries, backend=backend)
+        return how, resolve_project_inputs(cell, how, project_inputs, backend)
+
+    choose(OTHER)  # the backward argument's checks, before the inputs'
+    prep = _prepare(cell, params, xs, initial_carry, lengths, time_major)
+    options = dict(reverse=reverse, unroll=int(unroll), remat=remat, return_carries=return_carries)
+    # the defaults of the platform this is lowered for (rnn_jax._platforms)
+    out = per_platform(choose, lambda choice: partial(_scan, cell, *choice, **options),
+                       params, prep.xs, prep.carry, prep.lengths)
     if return_carries:
-        masked = body
-        body = lambda carry, inp: (lambda c, y: (c, (y, c)))(*masked(carry, inp))
-    if remat:
-        body = jax.checkpoint(body)
-    steps = jnp.arange(prep.xs.shape[0], dtype=jnp.int32)
-    final, out = jax.lax.scan(body, prep.carry, (inputs, steps), reverse=reverse, unroll=int(unroll))
-    if return_carries:
-        ys, carries = out
+        final, ys, carries = out
         return final, prep.from_time_major(ys), jax.tree_util.tree_map(prep.from_time_major, carries)
-    return final, prep.from_time_major(out)
+    final, ys = out
+    return final, prep.from_time_major(ys)
+
+
+def _scan(cell: Cell, backward: str, project_inputs: bool, params, xs_t, carry, lengths, *, reverse: bool, unroll: int,
+          remat: bool, return_carries: bool):
+    """:func:`unroll` over prepared, time-major inputs with the reverse pass and projection
+    resolved: ``(final, ys)`` or ``(final, ys, carries)``, time-major. The lowered program
+    names the choice in its operations' locations (the scope ``unroll[backward=...,
+    project_inputs=...]``), where profiles and tests can read it."""
+    with jax.named_scope(f"unroll[backward={backward},project_inputs={project_inputs}]"):
+        if backward == "hand":
+            if lengths is not None:
+                # padded inputs are zeroed before the projection (a NaN there must not reach the gradients)
+                valid = valid_steps(jnp.arange(xs_t.shape[0], dtype=jnp.int32), lengths)
+                xs_t = jnp.where(valid, xs_t, jnp.zeros_like(xs_t))
+            return hand_scan(cell, params, xs_t, carry, lengths, reverse=reverse, unroll=unroll,
+                             project_inputs=project_inputs)
+        inputs = cell.project(params, xs_t) if project_inputs else xs_t
+        body = _masked(projected_step(cell, params, project_inputs), lengths)
+        if return_carries:
+            masked = body
+            body = lambda carry, inp: (lambda c, y: (c, (y, c)))(*masked(carry, inp))
+        if remat:
+            body = jax.checkpoint(body)
+        steps = jnp.arange(xs_t.shape[0], dtype=jnp.int32)
+        final, out = jax.lax.scan(body, carry, (inputs, steps), reverse=reverse, unroll=unroll)
+        return (final, *out) if return_carries else (final, out)
 
 
 def python_unroll(
