@@ -66,8 +66,6 @@ def _timed(block, repeats, per_block):
 
 
 def _jax_worker(variant, length, members, repeats):
-    import functools
-
     import jax
     import jax.numpy as jnp
 
@@ -96,7 +94,8 @@ def _jax_worker(variant, length, members, repeats):
             jax.block_until_ready(box[0])
 
         return _timed(block, repeats, updates * members)
-    step = jax.jit(functools.partial(train.train_step, setup))
+    # train_step returns (state, the update's gradient norm); the loop carries the states
+    step = jax.jit(lambda h, s: train.train_step(setup, h, s)[0])
     hps = train._member_hparams(hp, setup.dtype)
     one = [jax.tree_util.tree_map(lambda a: a[i], (hps, state)) for i in range(members)]
     box = [[step(h, s) for h, s in one]]
