@@ -5,6 +5,12 @@ Examples::
     python -m benchmarks                          # everything, on JAX's default device
     python -m benchmarks --workloads W3,MEM --frameworks rnn_jax,torch
     python -m benchmarks --quick --no-write       # tiny sizes (the CI smoke profile)
+    python -m benchmarks --profile device         # the accelerator check (benchmarks/device.py)
+
+On a CPU host every core is an XLA device (``--xla_force_host_platform_device_count`` in
+``XLA_FLAGS``, set before JAX starts in any process of the run) unless ``XLA_FLAGS`` already
+sets that flag; ``--devices N`` sets N whatever ``XLA_FLAGS`` says. The flag concerns only
+the CPU platform: accelerators are left as they are.
 """
 
 from __future__ import annotations
@@ -40,6 +46,57 @@ COMPILE_RUNS = [
 ]
 VERSION_PACKAGES = ("jax", "jaxlib", "numpy", "optax", "flax", "equinox", "torch")
 FLAG_PREFIXES = ("XLA_", "JAX_", "TF_CPP", "OMP_", "MKL_", "OPENBLAS_", "MALLOC_", "LD_PRELOAD", "CUDA_VISIBLE", "TORCH_")
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+PROFILES = ("full", "quick", "device")
+
+
+def with_host_devices(xla_flags: str, devices=None) -> str:
+    """``xla_flags`` (an ``XLA_FLAGS`` value) with one XLA CPU device per core: unchanged when
+    it already sets :data:`HOST_DEVICES_FLAG` and ``devices`` is None, else with the flag set to
+    ``devices`` (default ``os.cpu_count()``), replacing any earlier value."""
+    flags = xla_flags.split()
+    if devices is None and any(f.split("=", 1)[0] == HOST_DEVICES_FLAG for f in flags):
+        return xla_flags
+    count = (os.cpu_count() or 1) if devices is None else devices
+    return " ".join([f for f in flags if f.split("=", 1)[0] != HOST_DEVICES_FLAG] + [f"{HOST_DEVICES_FLAG}={count}"])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def split_profile(argv: list) -> tuple:
+    """``(profile, the other arguments)`` from ``--profile NAME`` / ``--profile=NAME`` (default
+    ``full``); ``--profile quick`` is ``--quick``. A bad name is a usage error (exit status 2)."""
+
+    def usage(got):
+        print(f"python -m benchmarks: error: --profile: expected one of {', '.join(PROFILES)}, got {got}", file=sys.stderr)
+        raise SystemExit(2)
+
+    profile, rest, i = "full", [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--profile" or arg.startswith("--profile="):
+            if arg == "--profile":
+                if i + 1 >= len(argv):
+                    usage("nothing")
+                profile, i = argv[i + 1], i + 2
+            else:
+                profile, i = arg.split("=", 1)[1], i + 1
+            if profile not in PROFILES:
+                usage(repr(profile))
+            continue
+        rest.append(arg)
+        i += 1
+    if profile == "quick" and "--quick" not in rest:
+        rest.append("--quick")
+    return profile, rest
 
 
 def _csv(text: str, choices: tuple, what: str) -> list:
@@ -60,6 +117,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-time", type=float, default=None, help="stop a measurement's repetitions after this many seconds, "
                    "keeping at least 3 (default 20, --quick 2)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repetitions: a smoke test, not a measurement")
+    p.add_argument("--profile", choices=PROFILES, default="full", help="full (default); quick (= --quick); device: the "
+                   "accelerator check, python -m benchmarks.device, which takes its own options (see its --help)")
+    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                   help="XLA CPU devices (default one per core, unless XLA_FLAGS already sets "
+                   "--xla_force_host_platform_device_count)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<backend>.json; "
                    "<backend>-quick.json with --quick, <backend>-unrecorded.json with --no-write)")
     p.add_argument("--no-write", action="store_true", help="do not touch benchmarks/RESULTS.md")
@@ -206,8 +268,19 @@ def _scope(args: argparse.Namespace) -> str:
 
 
 def main(argv=None) -> int:
+    given = sys.argv[1:] if argv is None else list(argv)
+    profile, rest = split_profile(given)
+    if profile == "device":
+        from benchmarks import device
+
+        return device.main(rest, command=shlex.join(["python", "-m", "benchmarks", *given]))
+    argv = rest
     args = parse_args(argv)
     env_extra = dict(item.split("=", 1) for item in args.env)
+    # one XLA device per core on a CPU, before JAX starts here (--in-process) or in a group's process
+    os.environ["XLA_FLAGS"] = with_host_devices(os.environ.get("XLA_FLAGS", ""), args.devices)
+    if "XLA_FLAGS" in env_extra:
+        env_extra["XLA_FLAGS"] = with_host_devices(env_extra["XLA_FLAGS"], args.devices)
     groups = plan(args)
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = timing.load_average()
@@ -265,7 +338,7 @@ def main(argv=None) -> int:
     meta = {
         "schema": SCHEMA_VERSION,
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks" + ("" if argv is None and len(sys.argv) <= 1 else " " + shlex.join(sys.argv[1:] if argv is None else argv)),
+        "command": "python -m benchmarks" + (" " + shlex.join(given) if given else ""),
         "profile": profile,
         "backend": backend,
         "device": f"{jax_env.get('device', '?')} ({device_kind}, {jax_env.get('device_count', '?')} device(s))",

@@ -5,6 +5,10 @@ One subprocess runs the quick profile of W1 and W3 for every installed framework
 and every framework -- which builds its model from the same shared weights --
 must compute the same loss as rnn_jax to 1e-5 relative. The linear-recurrence
 workload's sequential and parallel scans are checked in this process.
+
+The device check (``python -m benchmarks --profile device``, benchmarks/device.py) runs its
+smoke profile on this CPU (``--allow-cpu --smoke``): every part at tiny sizes, in one
+subprocess; and it must refuse a CPU when not asked.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks import analysis, linear, report, workloads  # noqa: E402
+from benchmarks import analysis, cli, device, linear, report, workloads  # noqa: E402
 
 INSTALLED = [fw for fw in workloads.FRAMEWORKS if importlib.util.find_spec(workloads.FRAMEWORK_MODULES[fw]) is not None]
 # what each framework must have measured (equinox.nn has no Elman cell, so not W1)
@@ -52,6 +56,14 @@ def quick_run(tmp_path_factory):
 def test_json_has_meta_and_timing_fields(quick_run):
     result, _ = quick_run
     meta = result["meta"]
+    # on a CPU every core is an XLA device unless XLA_FLAGS already set how many
+    user_flags = os.environ.get("XLA_FLAGS", "")
+    expected = cli.with_host_devices(user_flags)
+    assert meta["flags"]["XLA_FLAGS"] == expected
+    count = int(expected.split(cli.HOST_DEVICES_FLAG + "=")[1].split()[0])
+    assert f"{count} device(s)" in meta["device"]
+    if cli.HOST_DEVICES_FLAG not in user_flags:
+        assert count == os.cpu_count()
     for key in ("device", "backend", "versions", "flags", "command", "date", "profile", "matmul_flops_per_s", "repeats"):
         assert key in meta, key
     assert meta["profile"] == "quick"
@@ -164,3 +176,131 @@ def test_loss_checks_flag_a_disagreement():
     ]
     checks = analysis.loss_checks(records)
     assert [c["ok"] for c in checks] == [True, False]
+
+
+# ---------------------------------------------------------------- every core a device
+
+
+def test_host_devices_flag_is_added_kept_or_overridden():
+    flag = cli.HOST_DEVICES_FLAG
+    assert cli.with_host_devices("") == f"{flag}={os.cpu_count()}"
+    assert cli.with_host_devices("--xla_backend_optimization_level=0") == f"--xla_backend_optimization_level=0 {flag}={os.cpu_count()}"
+    assert cli.with_host_devices(f"--a=1 {flag}=5") == f"--a=1 {flag}=5"  # the user's own setting wins
+    assert cli.with_host_devices(f"--a=1 {flag}=5", 3) == f"--a=1 {flag}=3"  # ... unless --devices
+    assert cli.with_host_devices(f"{flag}=5 --b", 1) == f"--b {flag}=1"
+
+
+def test_devices_and_profile_arguments_are_checked(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(["--devices", "0"])
+    assert exit_info.value.code == 2 and "expected a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.split_profile(["--profile", "gpu"])
+    assert exit_info.value.code == 2 and "expected one of full, quick, device, got 'gpu'" in capsys.readouterr().err
+    assert cli.split_profile(["--profile", "device", "--smoke"]) == ("device", ["--smoke"])
+    assert cli.split_profile(["--profile=quick", "--no-write"]) == ("quick", ["--no-write", "--quick"])
+    assert cli.split_profile(["--workloads", "W1"]) == ("full", ["--workloads", "W1"])
+
+
+def test_importing_the_library_changes_no_process_flag():
+    code = ("import os; before = dict(os.environ); import rnn_jax, benchmarks.cli, benchmarks.device; "
+            "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- the device check
+
+
+def _device_check(args, tmp_path, timeout=600):
+    out = tmp_path / "device.json"
+    results_md = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+    before = open(results_md).read() if os.path.exists(results_md) else None
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--profile", "device", *args, "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    after = open(results_md).read() if os.path.exists(results_md) else None
+    assert before == after, "the smoke profile must leave benchmarks/RESULTS.md alone"
+    return proc, (json.loads(out.read_text()) if out.exists() else None)
+
+
+@pytest.fixture(scope="module")
+def device_smoke(tmp_path_factory):
+    # a budget no loaded CI machine runs out of: the profile's sizes take seconds
+    proc, result = _device_check(["--smoke", "--allow-cpu", "--in-process", "--budget", "900"],
+                                 tmp_path_factory.mktemp("device"))
+    assert proc.returncode == 0, f"device check failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
+    return result, proc.stdout
+
+
+def test_device_check_refuses_a_cpu_unless_asked(tmp_path):
+    proc, result = _device_check([], tmp_path, timeout=120)
+    assert proc.returncode == 2 and result is None
+    assert "default backend is the CPU" in proc.stderr and "--allow-cpu" in proc.stderr
+
+
+def test_device_check_smoke_measures_every_part(device_smoke):
+    result, stdout = device_smoke
+    meta, records = result["meta"], result["records"]
+    assert meta["profile"] == "smoke" and meta["backend"] == "cpu" and result["failures"] == []
+    assert meta["command"].startswith("python -m benchmarks --profile device --smoke")
+    assert set(meta["parts"]) == set(device.PARTS) and not any(p["failure"] for p in meta["parts"].values())
+    status = {(r["workload"], r["framework"], r["variant"]): r["status"] for r in records}
+    assert "skipped" not in status.values() and "error" not in status.values(), status
+    # W1 and W3 against plain JAX; jax.experimental.rnn: cuDNN is not applicable on a CPU, its
+    # reference scan computes W3 from the packed weights (the layout check of the cuDNN variant)
+    for key in [("W1", "rnn_jax", "default"), ("W1", "jax", "inside"), ("W3", "rnn_jax", "default"),
+                ("W3", "jax.experimental.rnn", "lstm_ref"), ("MM", "jax", "256x256 f32")]:
+        assert status[key] == "ok", key
+    assert status[("W3", "jax.experimental.rnn", "cudnn")] == "n/a"
+    checks = {c["what"]: c for c in result["checks"]}
+    assert checks["jax.experimental.rnn lstm_ref vs rnn_jax default"]["ok"]
+    assert all(c["ok"] for c in result["checks"]) and len(result["checks"]) >= 4
+    # W5: the engine and the loop of its step, member-updates per second
+    w5 = {r["variant"]: r for r in records if r["workload"] == "W5-engine"}
+    assert set(w5) == {"engine", "loop"} and all(r["member_updates_per_s"] > 0 for r in w5.values())
+    # LIN: both scans, rnn_jax's unroll and linear_recurrence (auto: sequential on a CPU), agreeing
+    lin = [r for r in records if r["workload"] == "LIN"]
+    assert {r["config"]["method"] for r in lin} == set(linear.METHODS)
+    assert all(r["agrees"] for r in lin if r["config"]["method"] != "scan")
+    assert {r["config"]["auto_method"] for r in lin if "auto_method" in r["config"]} == {"sequential"}
+    # MEM: the chunked loss at long T (here 20) trains: one SGD step lowers the loss
+    (mem,) = [r for r in records if r["workload"] == "MEM-long"]
+    assert mem["mode"] == "chunked" and mem["loss_after_sgd"] < mem["loss"]
+    # agreement: float32 here against float64 on the CPU, each reverse pass; float64 against BPTT
+    agree = {r["variant"]: r for r in records if r["workload"] == "AGREE"}
+    assert set(agree) == {"hand", "autodiff"}
+    for rec in agree.values():
+        assert rec["highest_ok"] and rec["highest_grad_rel"] <= device.AGREEMENT_TOLERANCE["highest"]
+    assert sum(r["is_default_here"] for r in agree.values()) == 1
+    (f64,) = [r for r in records if r["workload"] == "AGREE64"]
+    assert f64["ok"] and f64["autodiff_vs_bptt"] <= 1e-10
+    # the defaults reported for this device are the CPU's, and the printed section shows every part
+    assert result["env"]["defaults"]["lstm"] == {"backward": "hand", "project_inputs": False}
+    for heading in ("— device check", "### W3:", "per-device defaults on this device", "### W5 engine", "### Memory",
+                    "### Gradients: this device's float32", "### Float64 on the device", "### Linear recurrences"):
+        assert heading in stdout, heading
+
+
+def test_device_check_skips_what_its_budget_cannot_fit(tmp_path):
+    """A budget spent before the parts start: every measurement is recorded as skipped (none
+    is dropped or half-run), and the section says so."""
+    proc, result = _device_check(["--smoke", "--allow-cpu", "--in-process", "--budget", "0.5"], tmp_path, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    statuses = {r["status"] for r in result["records"]}
+    assert statuses == {"skipped"}, statuses
+    skipped = {r["workload"] for r in result["records"]}
+    assert {"MM", "W1", "W3", "W5-engine", "LIN", "MEM-long", "AGREE"} <= skipped
+    assert "Skipped for time:" in proc.stdout
+
+
+def test_device_check_writes_its_own_results_section(tmp_path):
+    """Its section goes between its own markers, replaced on the next run, other sections kept."""
+    path = tmp_path / "RESULTS.md"
+    path.write_text(report.INTRO + "\n<!-- benchmarks:begin cpu-cpu-full -->\nCPU section\n<!-- benchmarks:end cpu-cpu-full -->\n")
+    device.update_results_md(str(path), "device-check-gpu-H100-device", "FIRST RUN\n")
+    device.update_results_md(str(path), "device-check-gpu-H100-device", "SECOND RUN\n")
+    text = path.read_text()
+    assert "FIRST RUN" not in text and text.count("SECOND RUN") == 1 and "CPU section" in text
+    assert text.index("SECOND RUN") < text.index("CPU section")
