@@ -50,6 +50,7 @@ from rnn_jax._checks import (
 from rnn_jax.cells import Cell, check_cell
 from rnn_jax.model import ModelParams, check_model_params
 from rnn_jax.readout import readout
+from rnn_jax._platforms import per_platform
 from rnn_jax.unroll import _masked, _prepare, default_project_inputs, projected_step
 
 
@@ -86,9 +87,7 @@ def _prepare_long(cell: Cell, params, xs, initial_carry, lengths, time_major, ch
     chunk = check_positive_int("chunk", chunk)
     if chunk > time:
         raise UserValueError(f"chunk: expected at most {time} (the number of steps), got {chunk}")
-    if project_inputs is None:
-        project_inputs = default_project_inputs(cell)
-    elif not isinstance(project_inputs, bool):
+    if project_inputs is not None and not isinstance(project_inputs, bool):
         raise UserTypeError(f"project_inputs: expected True, False or None (the measured default), got {describe(project_inputs)}")
     return _Long(xs, time_axis, time, batch_shape, prep.carry, prep.lengths, chunk, project_inputs)
 
@@ -113,7 +112,12 @@ def _loss_dtype(step_loss, cell: Cell, long: _Long, dtype):
 
 
 def _run(cell: Cell, params, long: _Long, step_loss) -> jax.Array:
-    """The two-level scan of the module docstring; returns the summed loss."""
+    """The two-level scan of the module docstring; returns the summed loss. ``project_inputs=None``
+    takes the measured default of the platform the program is lowered for (not the host's)."""
+    if long.project_inputs is None:
+        return per_platform(lambda backend: default_project_inputs(cell, backend),
+                            lambda choice: lambda p: _run(cell, p, long._replace(project_inputs=choice), step_loss),
+                            params)
     dtype = _loss_dtype(step_loss, cell, long, params.w_ih.dtype)
     step = _masked(projected_step(cell, params, long.project_inputs), long.lengths)
 

@@ -144,7 +144,7 @@ def _xent(logits, labels, mask, what: str = "labels"):
     in_range = (labels >= 0) & (labels < classes)
     picked = jnp.take_along_axis(logp, jnp.where(in_range, labels, 0)[..., None].astype(jnp.int32), axis=-1)[..., 0]
     invalid = ~in_range if mask is None else ~in_range & (mask != 0)
-    nll = -picked * jnp.where(invalid, jnp.nan, 1).astype(logp.dtype)
+    nll = -picked * jnp.where(invalid, jnp.asarray(jnp.nan, logp.dtype), jnp.asarray(1, logp.dtype))
     return _masked_mean(nll, mask)
 
 

@@ -80,14 +80,6 @@ def no_float64_arrays(*texts) -> None:
         raise Float64Arrays(f"float64 arrays in a float32 program (TPUs have no float64): {arrays}")
 
 
-# rnn_jax/losses.py (ede1a5f) multiplies the cross-entropy by jnp.where(invalid, jnp.nan, 1), a
-# float64 (batch, time) array under 64-bit types, cast to float32 after; the fix is to build it in
-# logp's dtype, e.g. jnp.where(invalid, jnp.asarray(jnp.nan, logp.dtype), jnp.asarray(1, logp.dtype)).
-# Strict: once fixed these cases pass and the mark must go; any other failure still fails.
-XENT_FLOAT64 = pytest.mark.xfail(strict=True, raises=Float64Arrays,
-                                 reason="losses.xent builds a float64 (batch, time) factor under 64-bit types")
-
-
 def chosen(text: str) -> dict:
     """``{case: {scope, ...}}``: the resolved-choice scopes lowered under each ``case=NAME`` scope."""
     found = collections.defaultdict(set)
@@ -287,7 +279,7 @@ def test_forward_mode_through_the_default_needs_autodiff():
 # ---------------------------------------------------------------- model, long, layers
 
 
-@pytest.mark.parametrize("kind", [pytest.param("lstm", marks=XENT_FLOAT64), pytest.param("gru", marks=XENT_FLOAT64)])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_model_loss_and_gradient_lower(kind):
     cell = rnn_jax.make(kind, H)
     params = jax.tree_util.tree_map(lambda a: a.astype(F32), model.init(jax.random.key(0), cell, I, O, dtype=F32))
@@ -361,7 +353,7 @@ def _members(setup, members=2):
 @pytest.mark.parametrize("cell, regularize", [
     pytest.param(rnn_jax.elman(H, "tanh"), False, id="elman"),
     pytest.param(rnn_jax.elman(H, "tanh"), True, id="elman-omega"),
-    pytest.param(rnn_jax.lstm(H), False, id="lstm", marks=XENT_FLOAT64),  # the task's loss is model.loss's xent
+    pytest.param(rnn_jax.lstm(H), False, id="lstm"),  # the task's loss is model.loss's xent
 ])
 def test_training_step_and_chunk_lower(cell, regularize):
     """The vmapped training step and a compiled chunk of the sweep (train_chunk: a scan of
