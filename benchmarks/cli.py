@@ -30,6 +30,7 @@ import time
 from importlib import metadata
 
 from benchmarks import SCHEMA_VERSION, analysis, report, timing, workloads
+from rnn_jax.cli import positive_int  # argparse type (importing it starts no JAX backend)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "benchmarks")
@@ -59,16 +60,6 @@ def with_host_devices(xla_flags: str, devices=None) -> str:
         return xla_flags
     count = (os.cpu_count() or 1) if devices is None else devices
     return " ".join([f for f in flags if f.split("=", 1)[0] != HOST_DEVICES_FLAG] + [f"{HOST_DEVICES_FLAG}={count}"])
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def split_profile(argv: list) -> tuple:
@@ -119,7 +110,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny sizes, few repetitions: a smoke test, not a measurement")
     p.add_argument("--profile", choices=PROFILES, default="full", help="full (default); quick (= --quick); device: the "
                    "accelerator check, python -m benchmarks.device, which takes its own options (see its --help)")
-    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--devices", type=positive_int, default=None, metavar="N",
                    help="XLA CPU devices (default one per core, unless XLA_FLAGS already sets "
                    "--xla_force_host_platform_device_count)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<backend>.json; "

@@ -154,7 +154,7 @@ def _info(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     """argparse type: an integer of at least 1."""
     try:
         value = int(text)
@@ -167,7 +167,7 @@ def _positive_int(text: str) -> int:
 
 def _add_platform_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None, help="JAX platform (default: JAX's choice)")
-    p.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--devices", type=positive_int, default=None, metavar="N",
                    help="number of CPU devices XLA shows (default: the number of cores, or the count in XLA_FLAGS)")
 
 
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="gradient check (autodiff vs BPTT vs finite differences) and a short training run")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--chunks", type=_positive_int, default=10, help="chunks of 100 updates")
+    demo.add_argument("--chunks", type=positive_int, default=10, help="chunks of 100 updates")
     _add_platform_options(demo)
     demo.set_defaults(func=_demo)
     info = sub.add_parser("info", help="the JAX version, platform and devices rnn-jax commands run on")
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", choices=profiles, default=default,
                        help=f"the experiment's settings, one of {', '.join(profiles)} (default {default})"
                             + (f"; {known}" if known else ""))
-        p.add_argument("--seeds", type=_positive_int, default=None, help="number of seeds (default: the profile's)")
+        p.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (default: the profile's)")
         p.add_argument("--out", default=None, help="output folder (default runs/<experiment>/<profile>)")
         _add_platform_options(p)
         p.add_argument("--quiet", action="store_true", help="no progress lines")
