@@ -155,6 +155,24 @@ def nan_max(values) -> float:
     return float(np.max(a[np.isfinite(a)])) if np.any(np.isfinite(a)) else float("nan")
 
 
+def outcome_statistics(records: Sequence[dict]) -> Dict[str, Any]:
+    """What every reproduction's row says of its sweep members (records of ``rnn_jax.sweep``):
+    outcome counts, medians over each member's last chunk of updates (gradient norm, fraction
+    clipped), and over each whole run its largest applied gradient norm and its explosions
+    (updates above 10x their chunk's median)."""
+    metric = lambda key: [r["metrics"].get(key) for r in records]
+    return {
+        "diverged": sum(r["outcome"] == "diverged" for r in records),
+        "exhausted": sum(r["outcome"] == "exhausted" for r in records),
+        "median_grad_norm": nan_median(metric("grad_norm")),
+        "median_clipped_fraction": nan_median(metric("clipped_fraction")),
+        "median_max_grad_norm": nan_median(metric("run_grad_norm_max")),
+        "largest_grad_norm": nan_max(metric("run_grad_norm_max")),
+        "median_explosions": nan_median(metric("run_explosions")),
+        "members_with_explosions": sum((v or 0) > 0 for v in metric("run_explosions")),
+    }
+
+
 def rate_with_interval(successes: int, n: int) -> Dict[str, float]:
     """A success rate with its Wilson 95 % interval (the spread across seeds)."""
     if n == 0:

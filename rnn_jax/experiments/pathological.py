@@ -317,21 +317,11 @@ def aggregate(records: Sequence[dict], task_names: Sequence[str], optimizers: Se
             rows.append({
                 "task": name, "lengths": rs[0]["lengths"] if rs else None, "optimizer": opt, "members": len(rs),
                 "solved": len(solved), "rate": rate["rate"], "low": rate["low"], "high": rate["high"],
-                "diverged": sum(r["outcome"] == "diverged" for r in rs),
-                "exhausted": sum(r["outcome"] == "exhausted" for r in rs),
                 "median_updates_solved": float(np.median([r["steps"] for r in solved])) if solved else float("nan"),
                 "error_spread": common.mean_and_spread([np.nan if r["error"] is None else r["error"] for r in rs]),
                 "baseline_error": baselines.get(name, float("nan")),
-                # over each member's last chunk of updates (the sweep's metrics)
                 "median_loss": common.nan_median([r["metrics"]["loss"] for r in rs]),
-                "median_grad_norm": common.nan_median([r["metrics"]["grad_norm"] for r in rs]),
-                "median_clipped_fraction": common.nan_median([r["metrics"]["clipped_fraction"] for r in rs]),
-                # over each member's whole run: the largest gradient norm of an applied update, and the
-                # updates whose norm exceeded 10x their chunk's median (rnn_jax.sweep)
-                "median_max_grad_norm": common.nan_median([r["metrics"].get("run_grad_norm_max") for r in rs]),
-                "largest_grad_norm": common.nan_max([r["metrics"].get("run_grad_norm_max") for r in rs]),
-                "median_explosions": common.nan_median([r["metrics"].get("run_explosions") for r in rs]),
-                "members_with_explosions": sum((r["metrics"].get("run_explosions") or 0) > 0 for r in rs),
+                **common.outcome_statistics(rs),
                 "paper": PAPER[name] if opt == "MSGD-CR" else None,
             })
     return rows

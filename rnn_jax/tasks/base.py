@@ -35,7 +35,9 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from rnn_jax._checks import check_array, check_floating, check_key, check_positive_int
+from rnn_jax._checks import (
+    UserTypeError, UserValueError, check_array, check_floating, check_key, check_positive_int, describe,
+)
 
 Array = jax.Array
 
@@ -158,7 +160,7 @@ def make_sample(name: str, max_steps: int, generate: Callable[..., Batch],
         if nominal_length is None:
             return jitted(key, batch_size, length)
         if length_range is None:
-            raise TypeError(f"{name}.sample: this task draws its own lengths; nominal_length is not supported")
+            raise UserTypeError(f"{name}.sample: this task draws its own lengths; nominal_length is not supported")
         nominal = check_nominal_length(f"{name}.sample nominal_length", nominal_length, *length_range)
         return jitted(key, batch_size, length, nominal)
 
@@ -179,20 +181,12 @@ def check_nominal_length(name: str, value: Any, min_length: int, max_length: int
     """
     arr = jnp.asarray(value) if not isinstance(value, jax.Array) else value
     if arr.ndim != 0 or not jnp.issubdtype(arr.dtype, jnp.integer):
-        raise TypeError(f"{name}: expected an integer scalar, got {describe_value(value)}")
+        raise UserTypeError(f"{name}: expected an integer scalar, got {describe(value)}")
     if not isinstance(arr, jax.core.Tracer):
         v, hi = int(arr), (max_length - 1 if max_length > min_length else min_length)
         if not min_length <= v <= hi:
-            raise ValueError(f"{name}: expected a length in [{min_length}, {hi}] (the task's range), got {v}")
+            raise UserValueError(f"{name}: expected a length in [{min_length}, {hi}] (the task's range), got {v}")
     return arr.astype(jnp.int32)
-
-
-def describe_value(value: Any) -> str:
-    shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
-    if shape is not None and dtype is not None:
-        return f"array of shape {tuple(shape)} and dtype {dtype}"
-    return f"{type(value).__name__} {value!r}"
 
 
 # ---------------------------------------------------------------- error measures
