@@ -41,6 +41,8 @@ def test_readme_quotes_the_committed_summary(name):
             assert f"(results/{name}/{png})" in readme, f"the README does not show results/{name}/{png}"
     assert summary["profile"] == ("pilot" if name.endswith("_pilot") else "cpu")
     assert prov["commit"] and prov["wall_seconds"] > 0
+    # the summary records the commit that trained the run and the one that wrote it
+    assert summary["trained_by_commit"] == prov["commit"] and summary["written_by_commit"]
 
 
 def test_a_changed_number_is_caught(tmp_path):

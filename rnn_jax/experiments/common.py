@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, Iterable, List, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -84,7 +84,22 @@ def write_text(out_dir: str, name: str, text: str) -> str:
     return path
 
 
+def code_commit() -> Optional[str]:
+    """The git commit of the checkout this package runs from (None outside a git checkout)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip() if out.returncode == 0 else ""
+    return commit or None
+
+
 def write_summary(out_dir: str, summary: dict) -> dict:
+    """Write ``summary.json``, recording the commit of the code that wrote it (``written_by_commit``)."""
+    summary = dict(summary, written_by_commit=code_commit())
     write_text(out_dir, "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
     return summary
 

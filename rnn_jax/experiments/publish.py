@@ -28,8 +28,9 @@ TOP_FILES = ("table.md", "summary.json", "run.json", "results.jsonl")
 SWEEP_FILES = ("results.jsonl", "chunks.jsonl", "sweep.json")
 
 
-def publish(name: str, run_dir: str, dest: str, command: str, wall_seconds: float, commit: str) -> str:
-    """Copy ``run_dir`` into ``dest``, write its provenance and return the README block."""
+def publish(name: str, run_dir: str, dest: str, command: str, wall_seconds: float, commit: str, **extra) -> str:
+    """Copy ``run_dir`` into ``dest``, write its provenance (``extra``: more fields, e.g. a note) and
+    return the README block."""
     if name not in MODULES:
         raise ValueError(f"name: expected one of {sorted(MODULES)}, got {name!r}")
     if not os.path.exists(os.path.join(run_dir, "summary.json")):
@@ -46,10 +47,13 @@ def publish(name: str, run_dir: str, dest: str, command: str, wall_seconds: floa
             for f in SWEEP_FILES:
                 if os.path.exists(os.path.join(folder, f)):
                     shutil.copy2(os.path.join(folder, f), os.path.join(dest, sub, f))
-    prov = common.provenance(command, wall_seconds, commit)
+    prov = common.provenance(command, wall_seconds, commit, **extra)
     common.write_text(dest, "provenance.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
     with open(os.path.join(dest, "summary.json")) as f:
         summary = json.load(f)
+    # the summary names the commit that trained the run, next to the one that wrote it
+    summary["trained_by_commit"] = commit
+    common.write_text(dest, "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
     return common.readme_block(name, importlib.import_module(MODULES[name]).readme_body(summary, prov))
 
 
@@ -60,9 +64,12 @@ def main(argv=None) -> int:
     p.add_argument("--dest", default=None, help="default results/<name>")
     p.add_argument("--command", required=True)
     p.add_argument("--wall-seconds", type=float, required=True)
-    p.add_argument("--commit", required=True)
+    p.add_argument("--commit", required=True, help="the commit whose code trained the run")
+    p.add_argument("--note", default=None, help="anything a reader must know about the run (parts, load)")
     a = p.parse_args(argv)
-    print(publish(a.name, a.run_dir, a.dest or os.path.join("results", a.name), a.command, a.wall_seconds, a.commit))
+    extra = {"note": a.note} if a.note else {}
+    print(publish(a.name, a.run_dir, a.dest or os.path.join("results", a.name), a.command, a.wall_seconds, a.commit,
+                  **extra))
     return 0
 
 
