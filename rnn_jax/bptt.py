@@ -2,8 +2,9 @@
 
 Nothing here uses autodiff (no ``jax.grad``, ``vjp``, ``jvp``, ``jacfwd``/``jacrev``).
 :func:`forward` runs the cell's equations over the sequence in NumPy and stores
-every state; :func:`bptt` then walks back through time with the recursion of the
-tutorials (``seeds/002``, ``seeds/003``) and of Pascanu et al. (2013)::
+every state; :func:`bptt` then walks back through time with the recursion of Roelants'
+tutorial ("How to implement a recurrent neural network, part 1") and of Pascanu, Mikolov
+and Bengio, "On the difficulty of training recurrent neural networks" (2013)::
 
     δ_k = ∂E/∂s_k = δ_{k+1} ∂s_{k+1}/∂s_k  +  (direct term of the loss at step k)
 
@@ -21,38 +22,23 @@ outputs zero) and an optional ``initial_carry`` (default zeros). So::
     result.grads  ~=  jax.grad(rnn_jax.model.loss, argnums=1)(
         cell, params, xs, targets, loss="xent", on="every", lengths=lengths)
 
-For stacked and bidirectional layers (:mod:`rnn_jax.layers`), :func:`bptt_outputs`
-starts from the cotangent of every step's output instead of a loss, also runs a
-cell in reverse (``unroll(..., reverse=True)``) and returns ``∂E/∂xs`` too, the
-output cotangent of the layer below; chaining it from the top layer down gives the
-gradient of a whole stack (``tests/test_bptt_layers.py``).
+:func:`bptt_outputs` starts from the cotangent of every step's output instead, runs
+forward or reversed and returns ``∂E/∂xs`` too: chained from the top layer down, the
+gradient of a stack of layers (:mod:`rnn_jax.layers`, ``tests/test_bptt_layers.py``).
 
-It is a reference: a Python loop over time in NumPy on the host, clarity first.
+It is a reference: a Python loop over time in NumPy on the host, clarity first. It
+reads its inputs itself (layout, lengths, reverse order, the initial carry) and imports
+nothing of :mod:`rnn_jax.unroll`, so a bug in the unroll's preparation cannot hide in both.
 It runs eagerly (inputs must be concrete arrays, not traced under ``jit``), compiles
 nothing but the activations' elementwise ops, and computes in the parameters' dtype.
 
-Per-cell backward step (row-vector layout ``x @ w``; ``d·`` is ∂E/∂·, ⊙ elementwise,
-``dh``/``dc`` the gradient with respect to the step's new carry):
-
-* elman, ``h = f(a)``, ``a = x w_ih + b + h_prev w_hh``:
-  ``da = dh ⊙ f'(a)``, ``dh_prev = da w_hhᵀ``, ``dw_hh += h_prevᵀ da``.
-* pascanu, ``x_t = f(x_{t-1}) w_hh + u_t w_ih + b``, output ``f(x_t)``:
-  ``dx_prev = (dx w_hhᵀ) ⊙ f'(x_prev)``, ``dw_hh += f(x_prev)ᵀ dx``.
-* lstm (PyTorch): ``dc_tot = dc + dh ⊙ o ⊙ tanh'(c)``, ``dc_prev = dc_tot ⊙ f``;
-  gates ``di = dc_tot ⊙ g``, ``df = dc_tot ⊙ c_prev``, ``dg = dc_tot ⊙ i``,
-  ``do = dh ⊙ tanh(c)``, each times its activation's derivative; ``dh_prev = dz w_hhᵀ``.
-* gru (PyTorch, ``b_hn`` inside the reset product ``r ⊙ (h_prev w_hn + b_hn)``):
-  ``dn = dh ⊙ (1 − z)``, ``dz = dh ⊙ (h_prev − n)``, ``dr = dn' ⊙ (h_prev w_hn + b_hn)``,
-  ``dh_prev = dh ⊙ z + [dr', dz', dn' ⊙ r] w_hhᵀ`` (primes: times the activation's derivative).
-
-The input gradient of a step is the pre-activation gradient through ``w_ih``:
-``dx = da w_ihᵀ`` (elman), ``du = dx w_ihᵀ`` (pascanu), ``dx = dz w_ihᵀ`` over the four
-gate blocks (lstm), ``dx = [dr', dz', dn'] w_ihᵀ`` (gru).
+Each cell kind has its forward and backward step written out below, in the
+row-vector layout ``x @ w`` of :mod:`rnn_jax.cells` (LSTM and GRU as in PyTorch).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +52,6 @@ from rnn_jax._checks import (
 from rnn_jax.cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, RNNState
 from rnn_jax.model import ON, ModelParams
 from rnn_jax.readout import ReadoutParams, check_readout_params
-from rnn_jax.unroll import _prepare
 
 
 class Trajectory(NamedTuple):
@@ -208,15 +193,8 @@ def _lstm_backward(params: LSTMParams, act, carry: LSTMState, x, internals: _LST
     c = internals.cell
     dh = d_new.hidden
     dc = d_new.cell + dh * o * _TANH.derivative(c)  # h = o ⊙ tanh(c) reads the new c
-    dpre = np.concatenate(
-        [
-            dc * g * _SIGMOID.derivative(zi),
-            dc * carry.cell * _SIGMOID.derivative(zf),
-            dc * i * _TANH.derivative(zg),
-            dh * _TANH.fn(c) * _SIGMOID.derivative(zo),
-        ],
-        axis=-1,
-    )
+    dpre = np.concatenate([dc * g * _SIGMOID.derivative(zi), dc * carry.cell * _SIGMOID.derivative(zf),
+                           dc * i * _TANH.derivative(zg), dh * _TANH.fn(c) * _SIGMOID.derivative(zo)], axis=-1)
     grads = LSTMParams(w_ih=x.T @ dpre, w_hh=carry.hidden.T @ dpre, b=dpre.sum(axis=0))
     return LSTMState(dpre @ params.w_hh.T, dc * f), grads, dpre @ params.w_ih.T
 
@@ -257,24 +235,21 @@ class _Kind(NamedTuple):
     step: Callable
     output_vjp: Callable
     backward: Callable
+    params_type: type
+    carry_type: type
+    gates: int  # blocks of H columns in w_ih, w_hh and b
 
 
 KINDS = {
-    "elman": _Kind(_elman_step, _hidden_output_vjp, _elman_backward),
-    "pascanu": _Kind(_pascanu_step, _pascanu_output_vjp, _pascanu_backward),
-    "lstm": _Kind(_lstm_step, _lstm_output_vjp, _lstm_backward),
-    "gru": _Kind(_gru_step, _hidden_output_vjp, _gru_backward),
+    "elman": _Kind(_elman_step, _hidden_output_vjp, _elman_backward, ElmanParams, RNNState, 1),
+    "pascanu": _Kind(_pascanu_step, _pascanu_output_vjp, _pascanu_backward, ElmanParams, RNNState, 1),
+    "lstm": _Kind(_lstm_step, _lstm_output_vjp, _lstm_backward, LSTMParams, LSTMState, 4),
+    "gru": _Kind(_gru_step, _hidden_output_vjp, _gru_backward, GRUParams, RNNState, 3),
 }
 """The cell kinds with a hand-written backward step."""
 
 
-# ---------------------------------------------------------------- helpers
-
-
-def _kind(cell) -> _Kind:
-    if not isinstance(cell, Cell):
-        raise UserTypeError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.elman(8)), got {type(cell).__name__}")
-    return KINDS[check_choice("cell kind", cell.kind, KINDS)]
+# ---------------------------------------------------------------- reading the inputs (not rnn_jax.unroll's)
 
 
 def _to_host(what: str, tree):
@@ -283,6 +258,89 @@ def _to_host(what: str, tree):
         if not is_concrete(leaf):
             raise UserTypeError(f"{what}: got a traced value; bptt is an eager NumPy reference, call it outside jax.jit/vmap/grad")
     return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _to_jax(tree, dtype):
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), tree)
+
+
+class _Inputs(NamedTuple):
+    """The inputs as the reference reads them: checked, NumPy, batch-major."""
+
+    kind: _Kind
+    params: Any  # the cell's parameters
+    xs: np.ndarray  # (B, T, I)
+    lengths: Optional[np.ndarray]  # (B,) integers in [0, T], or None (T each)
+    carry: Any  # the carry before the first step run, leaves (B, H)
+    unbatched: bool  # xs was one (T, I) sequence: the results drop the batch axis again
+
+
+def _read_inputs(cell, params, xs, lengths, initial_carry, what: str, reverse: bool = False) -> _Inputs:
+    """Check the arguments of :func:`forward` and bring them to NumPy with a batch axis;
+    ``what`` names ``params`` (the cell's) in errors."""
+    if not isinstance(cell, Cell):
+        raise UserTypeError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.elman(8)), got {type(cell).__name__}")
+    kind = KINDS[check_choice("cell kind", cell.kind, KINDS)]
+    if not isinstance(reverse, bool):
+        raise UserTypeError(f"reverse: expected a bool, got {describe(reverse)}")
+
+    # the parameters: G blocks of H columns
+    if not isinstance(params, kind.params_type):
+        raise UserTypeError(f"{cell.kind} cell: expected parameters of type {kind.params_type.__name__} "
+                            f"(fields {', '.join(kind.params_type._fields)}), got {type(params).__name__}")
+    for name, leaf in zip(params._fields, params):
+        check_floating(f"{what}.{name}", leaf)
+    h, columns, dtype = cell.hidden_size, kind.gates * cell.hidden_size, params.w_ih.dtype
+    if params.w_ih.ndim != 2 or params.w_ih.shape[1] != columns:
+        raise UserValueError(f"{what}.w_ih: expected shape (input_size, {columns}), got {tuple(params.w_ih.shape)}")
+    expected = {"w_hh": (h, columns), "b": (columns,), "b_hn": (h,)}
+    for name, leaf in zip(params._fields[1:], params[1:]):
+        if tuple(leaf.shape) != expected[name]:
+            raise UserValueError(f"{what}.{name}: expected shape {expected[name]}, got {tuple(leaf.shape)}")
+        if leaf.dtype != dtype:
+            raise UserTypeError(f"{what}.{name}: expected dtype {dtype} like w_ih, got {leaf.dtype}")
+
+    # xs: batch-major, or one sequence
+    check_floating("xs", xs)
+    if xs.ndim not in (2, 3):
+        raise UserValueError(f"xs: expected rank 3 (batch, time, features) or rank 2 (time, features), got {describe(xs)}")
+    if xs.shape[-1] != params.w_ih.shape[0]:
+        raise UserValueError(f"xs: expected {params.w_ih.shape[0]} features (the parameters' input size), got shape {tuple(xs.shape)}")
+    if xs.dtype != dtype:
+        raise UserTypeError(f"xs: expected dtype {dtype} to match the parameters, got {xs.dtype}")
+    if xs.shape[-2] == 0:
+        raise UserValueError(f"xs: the sequence has zero steps (shape {tuple(xs.shape)}); expected at least one")
+    unbatched = xs.ndim == 2
+    xs = _to_host("xs", xs)[None] if unbatched else _to_host("xs", xs)
+    batch, time, _ = xs.shape
+
+    # lengths: checked, never clipped
+    if lengths is not None:
+        lengths = np.asarray(_to_host("lengths", lengths))  # a number, a list or an array
+        check_integer("lengths", lengths)
+        if lengths.shape != (() if unbatched else (batch,)):
+            raise UserValueError(f"lengths: expected shape {() if unbatched else (batch,)} (one per sequence), got {lengths.shape}")
+        if lengths.size and (lengths.min() < 0 or lengths.max() > time):
+            raise UserValueError(f"lengths: expected values in [0, {time}] (the number of steps), "
+                                 f"got values in [{lengths.min()}, {lengths.max()}]")
+        lengths = lengths.reshape(batch)
+
+    # the initial carry: leaves (B, H), or (H,) broadcast to every sequence
+    carry_type = kind.carry_type
+    if initial_carry is None:
+        initial_carry = carry_type(*(np.zeros(h, dtype) for _ in carry_type._fields))
+    elif not isinstance(initial_carry, carry_type):
+        raise UserTypeError(f"initial_carry: expected the {cell.kind} cell's carry {carry_type.__name__} "
+                            f"(fields {', '.join(carry_type._fields)}), got {type(initial_carry).__name__}")
+    shapes = [(h,)] if unbatched else [(batch, h), (h,)]
+    for name, leaf in zip(carry_type._fields, initial_carry):
+        check_floating(f"initial_carry.{name}", leaf)
+        if tuple(leaf.shape) not in shapes:
+            raise UserValueError(f"initial_carry.{name}: expected shape {' or '.join(map(str, shapes))}, got {tuple(leaf.shape)}")
+        if leaf.dtype != dtype:
+            raise UserTypeError(f"initial_carry.{name}: expected dtype {dtype} like the parameters, got {leaf.dtype}")
+    carry = carry_type(*(np.broadcast_to(leaf, (batch, h)).copy() for leaf in _to_host("initial_carry", initial_carry)))
+    return _Inputs(kind, _to_host(what, params), xs, lengths, carry, unbatched)
 
 
 def _select(mask, new, old):
@@ -295,37 +353,24 @@ def _stack_time(carries):
     return jax.tree_util.tree_map(lambda *leaves: np.stack(leaves, axis=1), *carries)
 
 
-def _add_batch_axis(xs, lengths, initial_carry):
-    """For one sequence (xs of rank 2): a batch axis of 1 on xs, lengths and the carry."""
-    if lengths is not None:
-        lengths = jnp.reshape(jnp.asarray(lengths), (1,))
-    if initial_carry is not None:
-        initial_carry = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf)[None], initial_carry)
-    return xs[None], lengths, initial_carry
-
-
 # ---------------------------------------------------------------- forward
 
 
-def _forward(kind: _Kind, cell: Cell, params, xs, lengths, initial_carry, reverse: bool = False) -> Trajectory:
-    """params: the cell's, already NumPy (:func:`_to_host`). ``reverse``: the steps are run
-    from T-1 down to 0 (a padded step t ≥ length keeps the carry, so each sequence really
-    starts at its last valid step), as :func:`rnn_jax.unroll.unroll` with ``reverse=True``."""
-    prep = _prepare(cell, params, xs, initial_carry, lengths, False)  # validates; xs -> (T, B, I)
-    xs_t, carry = _to_host("xs", prep.xs), _to_host("initial_carry", prep.carry)
-    time = xs_t.shape[0]
-    lengths = None if prep.lengths is None else _to_host("lengths", prep.lengths)
-    valid = np.ones((time,) + prep.batch_shape, bool) if lengths is None else np.arange(time)[:, None] < lengths[None, :]
+def _forward(cell: Cell, inputs: _Inputs, reverse: bool = False) -> Trajectory:
+    """:func:`forward`. With ``reverse`` the steps run from T-1 down to 0: a padded step
+    t ≥ length keeps the carry, so each sequence really starts at its last valid step."""
+    xs, carry, time = inputs.xs, inputs.carry, inputs.xs.shape[1]
+    valid = np.ones(xs.shape[:2], bool) if inputs.lengths is None else np.arange(time)[None, :] < inputs.lengths[:, None]
     act = _host(cell.activation)
-    initial, carries, outputs, internals = carry, [None] * time, [None] * time, [None] * time
+    carries, outputs, internals = [None] * time, [None] * time, [None] * time
     for t in range(time - 1, -1, -1) if reverse else range(time):
-        # padding never enters the cell (as in the unroll), so NaN padding stays out of the internals
-        x = np.where(valid[t][:, None], xs_t[t], 0)
-        new_carry, y, internals[t] = kind.step(params, act, carry, x)
-        carry = _select(valid[t], new_carry, carry)  # a padded step keeps the carry ...
-        outputs[t] = np.where(valid[t][:, None], y, 0)  # ... and outputs 0
+        # padding never enters the cell, so NaN padding stays out of the internals
+        x = np.where(valid[:, t, None], xs[:, t], 0)
+        new_carry, y, internals[t] = inputs.kind.step(inputs.params, act, carry, x)
+        carry = _select(valid[:, t], new_carry, carry)  # a padded step keeps the carry ...
+        outputs[t] = np.where(valid[:, t, None], y, 0)  # ... and outputs 0
         carries[t] = carry
-    return Trajectory(np.swapaxes(xs_t, 0, 1), initial, _stack_time(carries), np.stack(outputs, axis=1), valid.T, tuple(internals))
+    return Trajectory(xs, inputs.carry, _stack_time(carries), np.stack(outputs, axis=1), valid, tuple(internals))
 
 
 def forward(cell: Cell, params: Any, xs, *, lengths=None, initial_carry: Any = None, reverse: bool = False) -> Trajectory:
@@ -344,12 +389,7 @@ def forward(cell: Cell, params: Any, xs, *, lengths=None, initial_carry: Any = N
       a :class:`Trajectory` of NumPy arrays; its ``outputs`` and ``carries`` are those
       of :func:`rnn_jax.unroll.unroll` (with ``return_carries=True`` and the same ``reverse``).
     """
-    kind = _kind(cell)
-    if not isinstance(reverse, bool):
-        raise UserTypeError(f"reverse: expected a bool, got {describe(reverse)}")
-    if hasattr(xs, "ndim") and xs.ndim == 2:
-        xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
-    return _forward(kind, cell, _to_host("params", params), xs, lengths, initial_carry, reverse)
+    return _forward(cell, _read_inputs(cell, params, xs, lengths, initial_carry, "params", reverse), reverse)
 
 
 # ---------------------------------------------------------------- the loss and its gradient
@@ -412,7 +452,7 @@ def _readout_and_loss(readout_params: ReadoutParams, traj: Trajectory, lengths, 
 # ---------------------------------------------------------------- backward
 
 
-def _backward(kind: _Kind, act, cell_params, traj: Trajectory, d_outputs, reverse: bool):
+def _backward(cell: Cell, inputs: _Inputs, traj: Trajectory, d_outputs, reverse: bool):
     """The recursion through time, from the step run last back to the step run first.
 
     d_outputs: (B, T, H) ∂E/∂outputs (read only at valid steps). ``reverse`` as in
@@ -420,12 +460,10 @@ def _backward(kind: _Kind, act, cell_params, traj: Trajectory, d_outputs, revers
     Returns NumPy ``(cell_grads, d_inputs (B, T, I), state_grads (carry, leaves (B, T, H)),
     ∂E/∂initial carry)``; ``d_inputs`` is zero at padded steps.
     """
-    time = d_outputs.shape[1]
+    kind, act, time = inputs.kind, _host(cell.activation), d_outputs.shape[1]
     before = 1 if reverse else -1  # the step whose carry step t reads
-    carry_at = lambda t: (
-        traj.initial_carry if not 0 <= t < time else jax.tree_util.tree_map(lambda leaf: leaf[:, t], traj.carries)
-    )
-    cell_grads = jax.tree_util.tree_map(np.zeros_like, cell_params)
+    carry_at = lambda t: traj.initial_carry if not 0 <= t < time else jax.tree_util.tree_map(lambda leaf: leaf[:, t], traj.carries)
+    cell_grads = jax.tree_util.tree_map(np.zeros_like, inputs.params)
     delta = jax.tree_util.tree_map(np.zeros_like, traj.initial_carry)  # what flows back into the last carry: nothing
     state_grads = [None] * time
     d_inputs = np.zeros_like(traj.inputs)
@@ -438,29 +476,19 @@ def _backward(kind: _Kind, act, cell_params, traj: Trajectory, d_outputs, revers
         # back through step t: a valid row went through the cell, a padded row copied the carry
         through_cell = _select(valid, delta, jax.tree_util.tree_map(np.zeros_like, delta))
         x = np.where(valid[:, None], traj.inputs[:, t], 0)  # the cell saw zeros at padded steps
-        d_prev, step_grads, d_x = kind.backward(cell_params, act, carry_at(t + before), x, traj.internals[t], through_cell)
+        d_prev, step_grads, d_x = kind.backward(inputs.params, act, carry_at(t + before), x, traj.internals[t], through_cell)
         cell_grads = jax.tree_util.tree_map(np.add, cell_grads, step_grads)  # tied weights: sum over time
         d_inputs[:, t] = np.where(valid[:, None], d_x, 0)  # a padded input reaches nothing
         delta = _select(valid, d_prev, delta)
     return cell_grads, d_inputs, _stack_time(state_grads), delta
 
 
-def bptt(
-    cell: Cell,
-    params: ModelParams,
-    xs,
-    targets,
-    *,
-    loss: str = "mse",
-    on: str = "last",
-    lengths=None,
-    initial_carry: Any = None,
-) -> BPTTResult:
+def bptt(cell: Cell, params: ModelParams, xs, targets, *, loss: str = "mse", on: str = "last", lengths=None,
+         initial_carry: Any = None) -> BPTTResult:
     """The loss of :func:`rnn_jax.model.loss` and its gradients, by hand-written BPTT.
 
     Args:
-      cell: an ``elman`` (any activation), ``pascanu``, ``lstm`` or ``gru`` cell; another
-        kind raises ``ValueError``.
+      cell: an ``elman`` (any activation), ``pascanu``, ``lstm`` or ``gru`` cell (else ``ValueError``).
       params: :class:`~rnn_jax.model.ModelParams` (the cell's parameters and the readout).
       xs: (B, T, I) batch-major inputs, or (T, I) for one sequence.
       targets: as :func:`rnn_jax.model.loss` takes them -- ``on="last"``: (B, O) floats
@@ -476,35 +504,28 @@ def bptt(
       a :class:`BPTTResult` ``(loss, grads, state_grads, initial_carry_grad)``; for one
       sequence the leaves of ``state_grads`` are (T, H) and of ``initial_carry_grad`` (H,).
 
-    Example, the counting RNN of ``seeds/003`` (``s_k = s_{k-1} w_rec + x_k w_x``)::
+    Example, the counting RNN of Roelants' tutorial (``s_k = s_{k-1} w_rec + x_k w_x``)::
 
         cell = rnn_jax.elman(1, "identity")
         result = bptt(cell, params, xs, counts)        # xs (20, 10, 1), counts (20, 1)
         result.grads.cell.w_hh                         # ∂ξ/∂w_rec, (1, 1)
         result.state_grads.hidden[:, :, 0]             # the tutorial's gradient over time
     """
-    kind = _kind(cell)
     check_choice("loss", loss, _losses.LOSSES)
     check_choice("on", on, ON)
     if not isinstance(params, ModelParams):
         raise UserTypeError(f"params: expected rnn_jax.model.ModelParams(cell=..., readout=...), got {type(params).__name__}")
-    unbatched = hasattr(xs, "ndim") and xs.ndim == 2
-    if unbatched:
-        xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
-        targets = targets[None] if hasattr(targets, "ndim") else targets
-    cell_params = _to_host("params.cell", params.cell)
-    traj = _forward(kind, cell, cell_params, xs, lengths, initial_carry)
-    check_readout_params(params.readout, "params.readout", cell.hidden_size, params.cell.w_ih.dtype)
-    readout_params = _to_host("params.readout", params.readout)
-    lengths = None if lengths is None else traj.valid.sum(axis=1)  # clipped into [0, T] as by the unroll
-    value, readout_grads, d_outputs = _readout_and_loss(readout_params, traj, lengths, _to_host("targets", targets), loss, on)
-
-    cell_grads, _, state_grads, delta = _backward(kind, _host(cell.activation), cell_params, traj, d_outputs, False)
-    if unbatched:
+    inputs = _read_inputs(cell, params.cell, xs, lengths, initial_carry, "params.cell")
+    dtype = inputs.params.w_ih.dtype
+    check_readout_params(params.readout, "params.readout", cell.hidden_size, dtype)
+    targets = _to_host("targets", targets[None] if inputs.unbatched and hasattr(targets, "ndim") else targets)
+    traj = _forward(cell, inputs)
+    value, readout_grads, d_outputs = _readout_and_loss(_to_host("params.readout", params.readout), traj, inputs.lengths,
+                                                        targets, loss, on)
+    cell_grads, _, state_grads, delta = _backward(cell, inputs, traj, d_outputs, False)
+    if inputs.unbatched:
         state_grads, delta = jax.tree_util.tree_map(lambda leaf: leaf[0], (state_grads, delta))
-    dtype = cell_params.w_ih.dtype
-    to_jax = lambda tree: jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), tree)
-    return BPTTResult(to_jax(value), to_jax(ModelParams(cell_grads, readout_grads)), to_jax(state_grads), to_jax(delta))
+    return _to_jax(BPTTResult(value, ModelParams(cell_grads, readout_grads), state_grads, delta), dtype)
 
 
 # ---------------------------------------------------------------- from the outputs' cotangent (layers)
@@ -516,8 +537,9 @@ class SequenceGrads(NamedTuple):
     params: ∂E/∂(cell params), the cell's params type; tied weights summed over the steps.
     inputs: (B, T, I) ∂E/∂xs, zero at padded steps: the output cotangent of the layer below.
     initial_carry: the carry type, leaves (B, H): ∂E/∂(initial carry).
-    state_grads: the carry type, leaves (B, T, H): ``δ_t = ∂E/∂s_t`` for the carry after
-      step t, as :attr:`BPTTResult.state_grads` (zero at padded steps).
+    state_grads: the carry type, leaves (B, T, H): ``δ_t = ∂E/∂s_t`` for the carry after step t,
+      as :attr:`BPTTResult.state_grads`; at a padded step zero, or with ``reverse`` (padded
+      steps run first and keep the initial carry) the initial carry's.
     For one sequence (xs of rank 2) the batch axis is dropped again.
     """
 
@@ -527,16 +549,8 @@ class SequenceGrads(NamedTuple):
     state_grads: Any
 
 
-def bptt_outputs(
-    cell: Cell,
-    cell_params: Any,
-    xs,
-    d_outputs,
-    *,
-    lengths=None,
-    initial_carry: Any = None,
-    reverse: bool = False,
-) -> SequenceGrads:
+def bptt_outputs(cell: Cell, cell_params: Any, xs, d_outputs, *, lengths=None, initial_carry: Any = None,
+                 reverse: bool = False) -> SequenceGrads:
     """Hand-written BPTT from the cotangent of every step's output: one layer of a stack.
 
     For ``E`` any function of the outputs ``y_t`` of ``unroll(cell, cell_params, xs,
@@ -545,11 +559,9 @@ def bptt_outputs(
         δ_t = ∂s_{next}/∂s_t · δ_{next}  +  ∂y_t/∂s_t · ∂E/∂y_t,
         ∂E/∂θ = Σ_t ∂s_t/∂θ · δ_t,      ∂E/∂x_t = ∂s_t/∂x_t · δ_t,
 
-    where ``next`` is the step run after t (t+1, or t-1 with ``reverse``). This is what
-    stacked and bidirectional layers (:mod:`rnn_jax.layers`) need: ``inputs`` is the
-    output cotangent of the layer below, and a bidirectional layer's two directions
-    take the ``[forward | backward]`` halves of its output cotangent and add their
-    ``inputs``.
+    where ``next`` is the step run after t (t+1, or t-1 with ``reverse``). ``inputs`` is
+    the output cotangent of the layer below; a bidirectional layer's two directions take
+    the ``[forward | backward]`` halves of its output cotangent and add their ``inputs``.
 
     Args:
       cell: an ``elman``, ``pascanu``, ``lstm`` or ``gru`` cell.
@@ -563,31 +575,19 @@ def bptt_outputs(
 
     Returns:
       a :class:`SequenceGrads` ``(params, inputs, initial_carry, state_grads)``.
-
-    Raises:
-      ValueError / TypeError: a wrong cell kind, ``d_outputs`` of another shape than the
-        outputs or of another dtype than the parameters, a traced (jitted) argument.
     """
-    kind = _kind(cell)
-    if not isinstance(reverse, bool):
-        raise UserTypeError(f"reverse: expected a bool, got {describe(reverse)}")
-    unbatched = hasattr(xs, "ndim") and xs.ndim == 2
-    if unbatched:
-        xs, lengths, initial_carry = _add_batch_axis(xs, lengths, initial_carry)
-        d_outputs = d_outputs[None] if hasattr(d_outputs, "ndim") else d_outputs
-    host_params = _to_host("cell_params", cell_params)
-    traj = _forward(kind, cell, host_params, xs, lengths, initial_carry, reverse)
+    inputs = _read_inputs(cell, cell_params, xs, lengths, initial_carry, "cell_params", reverse)
+    dtype = inputs.params.w_ih.dtype
     check_floating("d_outputs", d_outputs)
-    if jnp.dtype(d_outputs.dtype) != jnp.dtype(cell_params.w_ih.dtype):
-        raise UserTypeError(f"d_outputs: expected dtype {jnp.dtype(cell_params.w_ih.dtype)} like the parameters, got {describe(d_outputs)}")
+    if d_outputs.dtype != dtype:
+        raise UserTypeError(f"d_outputs: expected dtype {dtype} like the parameters, got {describe(d_outputs)}")
+    traj = _forward(cell, inputs, reverse)
     d_outputs = _to_host("d_outputs", d_outputs)
-    if d_outputs.shape != traj.outputs.shape:
-        expected = traj.outputs.shape[1:] if unbatched else traj.outputs.shape
-        got = d_outputs.shape[1:] if unbatched else d_outputs.shape
-        raise UserValueError(f"d_outputs: expected shape {expected} like the outputs (batch, time, hidden), got {got}")
-    cell_grads, d_inputs, state_grads, delta = _backward(kind, _host(cell.activation), host_params, traj, d_outputs, reverse)
-    if unbatched:
-        d_inputs, state_grads, delta = jax.tree_util.tree_map(lambda leaf: leaf[0], (d_inputs, state_grads, delta))
-    dtype = host_params.w_ih.dtype
-    to_jax = lambda tree: jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), tree)
-    return SequenceGrads(to_jax(cell_grads), to_jax(d_inputs), to_jax(delta), to_jax(state_grads))
+    expected = traj.outputs.shape[1:] if inputs.unbatched else traj.outputs.shape
+    if d_outputs.shape != expected:
+        raise UserValueError(f"d_outputs: expected shape {expected} like the outputs (batch, time, hidden), got {d_outputs.shape}")
+    grads = _backward(cell, inputs, traj, d_outputs[None] if inputs.unbatched else d_outputs, reverse)
+    if inputs.unbatched:
+        grads = (grads[0], *jax.tree_util.tree_map(lambda leaf: leaf[0], grads[1:]))
+    cell_grads, d_inputs, state_grads, delta = grads
+    return _to_jax(SequenceGrads(cell_grads, d_inputs, delta, state_grads), dtype)

@@ -33,7 +33,7 @@ from hypothesis import given, settings, strategies as st
 
 import rnn_jax
 from rnn_jax import diagnostics, model
-from rnn_jax.bptt import BPTTResult, bptt, forward
+from rnn_jax.bptt import BPTTResult, bptt, bptt_outputs, forward
 from rnn_jax.cells import ElmanParams
 from rnn_jax.model import ModelParams
 from rnn_jax.readout import ReadoutParams
@@ -308,6 +308,86 @@ def test_forward_stores_the_unrolls_outputs_and_carries(name):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
     np.testing.assert_array_equal(traj.valid, np.arange(5)[None, :] < np.asarray(lengths)[:, None])
     assert len(traj.internals) == 5
+
+
+# ---------------------------------------------------------------- the reference's own input handling
+
+
+def test_the_reference_imports_nothing_of_the_code_it_checks():
+    """bptt reads its inputs itself: a bug in the unroll's preparation cannot hide in both."""
+    import ast
+    import pathlib
+
+    import rnn_jax.bptt
+
+    tested = {f"rnn_jax.{name}" for name in ("unroll", "hand_scan", "fused", "linear", "long", "diagnostics")}
+    imported = set()
+    for node in ast.walk(ast.parse(pathlib.Path(rnn_jax.bptt.__file__).read_text())):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    assert not imported & tested, imported & tested
+
+
+def _close(actual, expected):
+    for a, e in zip(jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_padding_reverse_and_carry_broadcast_against_each_sequence_run_alone(name):
+    """A brute-force check of how bptt reads lengths, reverse order and an (H,) initial carry:
+    each sequence cut to its valid steps and run alone (no padding, no mask, no broadcast)
+    must give the padded batch's outputs, carries and gradients; a reversed read must be the
+    forward read of the flipped sequence; the losses on "last" and "every" must be the
+    per-sequence losses averaged as model.loss does (over sequences, over valid steps)."""
+    rng = np.random.default_rng(5)
+    cell = CELLS[name](3)
+    full = random_params(cell, rng, 2, 2)
+    params, lengths = full.cell, [4, 2, 0, 1]
+    valid = np.arange(4)[None, :] < np.asarray(lengths)[:, None]
+    xs = jnp.asarray(np.where(valid[..., None], rng.standard_normal((4, 4, 2)), np.nan))  # NaN padding is never read
+    d_outputs = jnp.asarray(rng.standard_normal((4, 4, 3)))
+    carry = jax.tree_util.tree_map(lambda leaf: leaf[0], random_carry(cell, rng, 1))  # (H,): every sequence's
+    zeros = lambda tree: jax.tree_util.tree_map(np.zeros_like, tree)
+    at = lambda tree, *index: jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[index], tree)  # every leaf[index]
+    repeat = lambda tree, times: jax.tree_util.tree_map(lambda leaf: np.broadcast_to(leaf, (times,) + leaf.shape), tree)
+    for reverse in (False, True):
+        traj = forward(cell, params, xs, lengths=lengths, initial_carry=carry, reverse=reverse)
+        grads = bptt_outputs(cell, params, xs, d_outputs, lengths=lengths, initial_carry=carry, reverse=reverse)
+        summed = zeros(params)
+        for b, n in enumerate(lengths):
+            after_padding = carry  # reversed, padded steps run first; forward, they keep the last valid carry
+            if n:
+                alone = forward(cell, params, xs[b, :n], initial_carry=carry, reverse=reverse)
+                one = bptt_outputs(cell, params, xs[b, :n], d_outputs[b, :n], initial_carry=carry, reverse=reverse)
+                if reverse:
+                    _close(alone.outputs[:, ::-1], forward(cell, params, xs[b, n - 1 :: -1], initial_carry=carry).outputs)
+                else:
+                    after_padding = at(alone.carries, 0, n - 1)
+                _close((traj.outputs[b, :n], at(traj.carries, b, slice(0, n))), (alone.outputs[0], at(alone.carries, 0)))
+                _close((grads.inputs[b, :n], at(grads.state_grads, b, slice(0, n))), (one.inputs, one.state_grads))
+                _close(at(grads.initial_carry, b), one.initial_carry)
+                summed = jax.tree_util.tree_map(np.add, summed, one.params)
+            else:
+                _close(at(grads.initial_carry, b), zeros(carry))
+            _close(at(traj.carries, b, slice(n, None)), repeat(after_padding, 4 - n))
+            assert not np.any(traj.outputs[b, n:]) and not np.any(np.asarray(grads.inputs)[b, n:])
+            # δ after a padded step: none forward (nothing reads it); reversed, that carry is the one fed to the valid steps
+            padded_delta = at(grads.initial_carry, b) if reverse else zeros(at(grads.initial_carry, b))
+            _close(at(grads.state_grads, b, slice(n, None)), repeat(padded_delta, 4 - n))
+        _close(grads.params, summed)
+
+    targets = {"last": jnp.asarray(rng.standard_normal((4, 2))), "every": jnp.asarray(rng.standard_normal((4, 4, 2)))}
+    for on, target in targets.items():
+        batch = bptt(cell, full, xs, target, on=on, lengths=lengths, initial_carry=carry)
+        alone = {n: bptt(cell, full, xs[b, :n], target[b, :n] if on == "every" else target[b], on=on, initial_carry=carry)
+                 for b, n in enumerate(lengths) if n}
+        weight = {n: (n if on == "every" else 1) / sum(n if on == "every" else 1 for n in alone) for n in alone}
+        _close(batch.loss, sum(weight[n] * result.loss for n, result in alone.items()))
+        _close(batch.grads, jax.tree_util.tree_map(lambda *g: sum(weight[n] * leaf for n, leaf in zip(alone, g)),
+                                                   *(result.grads for result in alone.values())))
 
 
 # ---------------------------------------------------------------- bad input
