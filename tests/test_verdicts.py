@@ -463,3 +463,40 @@ def test_temporal_order_verdicts_and_rendering():
                           "statement", "details"}
     with pytest.raises(ValueError):
         V.Verdict("x", "maybe", "t", {}, None, None, 0.05, 0, "s")
+
+
+# ---------------------------------------------------------------- Table 1: lower loss on paired seeds
+
+
+def _brute_force_sign_flip_p(diffs):
+    """P(S* >= S) by listing all 2^n sign patterns (the independent reference)."""
+    import itertools
+
+    s = sum(diffs)
+    hits = sum(sum(e * d for e, d in zip(signs, diffs)) >= s - 1e-12
+               for signs in itertools.product((1, -1), repeat=len(diffs)))
+    return hits / 2 ** len(diffs)
+
+
+@pytest.mark.parametrize("worse, outcome", [
+    ([7.3, 7.2, 7.25, 7.4, 7.3], "shown"),             # every seed worse by > 0: p = 1/32
+    ([7.1, 7.3, 7.0, 7.4, 7.15], "not shown"),         # mixed signs
+    ([6.9, 6.95, 7.0, 6.8, 6.9], "contradicted"),      # every seed better for the 'worse' row
+])
+def test_lower_loss_outcomes_and_p_against_brute_force(worse, outcome):
+    better = [7.1, 7.15, 7.05, 7.2, 7.12]
+    v = V.lower_loss(dict(enumerate(better)), dict(enumerate(worse)), "MSGD-C", "MSGD", "clipping")
+    assert v.outcome == outcome
+    diffs = [w - b for w, b in zip(worse, better)]
+    assert v.p_value == pytest.approx(_brute_force_sign_flip_p(diffs))
+    assert v.p_against == pytest.approx(_brute_force_sign_flip_p([-d for d in diffs]))
+    assert v.n_pairs == 5 and v.statistic["seeds_better"] == sum(d > 0 for d in diffs)
+
+
+def test_lower_loss_pairs_by_seed_and_drops_nonfinite():
+    better = {0: 1.0, 1: 1.0, 2: 1.0, 3: float("nan")}
+    worse = {1: 2.0, 2: 2.0, 3: 2.0, 4: 2.0}
+    v = V.lower_loss(better, worse, "A", "B", "c")
+    assert v.n_pairs == 2 and v.p_value == pytest.approx(0.25) and v.outcome == "not shown"
+    assert "smallest attainable p" in v.statement
+    assert V.lower_loss({0: 1.0}, {1: 1.0}, "A", "B", "c").outcome == "not tested"

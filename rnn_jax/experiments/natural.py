@@ -562,10 +562,34 @@ def summarize(profile: str, cfg: dict, data: TaskData, seeds: Sequence[int], gri
             search.setdefault(row_name(cell_kind, m["optimizer"]), []).append(
                 {k: m[k] for k in ("config", "learning_rate", "clip", "alpha", "best_valid", "best_step", "diverged")})
     seconds = sum(u["seconds"] for u in list(searches.values()) + list(finals.values()))
-    return {"name": data.name, "profile": profile, "unit": data.unit, "seeds": list(seeds), "data": data.info, "figures": list(FIGURES),
+    verdicts = [v.as_dict() for v in table1_verdicts(finals)]
+    return {"verdicts": verdicts, "name": data.name, "profile": profile, "unit": data.unit, "seeds": list(seeds), "data": data.info, "figures": list(FIGURES),
             "references": data.references, "rows": rows, "search": search,
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()},
             "search_grid": grid, "training_seconds": seconds}
+
+
+# Table 1's comparisons, each on the tanh RNN's paired seeds: (claim, better, worse).
+CLAIMS = (("clipping", "MSGD-C", "MSGD"), ("regulariser", "MSGD-CR", "MSGD-C"))
+
+
+def table1_verdicts(finals: dict) -> list:
+    """The paper's Table 1 claims -- MSGD-C below MSGD, MSGD-CR below MSGD-C in test loss -- decided on the
+    tanh RNN's paired seeds by :func:`rnn_jax.experiments.verdicts.lower_loss` (rows that did not run: none)."""
+    from rnn_jax.experiments import verdicts
+
+    members = finals.get("rnn", {}).get("members", [])
+    by_opt = {}
+    for m in members:
+        by_opt.setdefault(m["optimizer"], {})[m["seed"]] = float(m["test"]) if m["test"] is not None else math.nan
+    return [verdicts.lower_loss(by_opt[b], by_opt[w], b, w, claim, unit="test loss")
+            for claim, b, w in CLAIMS if b in by_opt and w in by_opt]
+
+
+def _verdict_lines(summary: dict) -> list:
+    return [f"- **{v['claim']}** ({v['statement'].split(':')[0]}): {v['outcome'].upper()} "
+            f"({v['test']}, p = {v['p_value']:.3g}, opposite direction p = {v['p_against']:.3g})"
+            for v in summary.get("verdicts", []) if v["p_value"] is not None]
 
 
 def table(summary: dict) -> str:
@@ -597,13 +621,23 @@ def table(summary: dict) -> str:
                      f"{100 * r['clipped_fraction']['mean']:.1f} %" if r["clipped_fraction"]["n"] else "-",
                      f"{r['diverged']}/{len(r['seeds'])}"])
     headers = ["model", "hyperparameters", "train", "valid", "test", "updates to best", "clipped", "diverged"]
-    return head + "\n" + common.markdown_table(headers, rows)
+    text = head + "\n" + common.markdown_table(headers, rows)
+    if summary.get("verdicts"):
+        from rnn_jax.experiments import verdicts
+
+        text += "\n\n## Verdicts\n\nEach claim is decided by the exact test named in its line, on paired seeds, at " \
+                f"α = {verdicts.ALPHA:g}: SHOWN when the test in the claim's direction rejects, CONTRADICTED when " \
+                "the test in the opposite direction rejects, NOT SHOWN otherwise.\n" + \
+                "\n".join(f"- **{v['claim']}**: {v['outcome'].upper()} — {v['statement']}" for v in summary["verdicts"]) + "\n"
+    return text
 
 
 def readme_body(summary: dict, prov: dict) -> str:
     """The README's quote of a committed run (``results/<name>/summary.json`` and ``provenance.json``):
     the table of references and rows, the settings and the cost, and the figures."""
-    lines = table(summary).split("\n", 2)[2].strip("\n").split("\n")  # the table without its heading
+    lines = table(summary).split("\n", 2)[2].split("\n\n## Verdicts")[0].strip("\n").split("\n")  # the table only
+    if summary.get("verdicts"):
+        lines += [""] + _verdict_lines(summary)
     s = summary["settings"]
     lines += ["", f"{len(summary['seeds'])} seeds per row; {', '.join(CELL_NAMES[c] for c in s['cells'])} of "
                   f"{s['hidden_size']} units; minibatches of {s['batch_size']}; up to {s['max_steps']:,} updates, "

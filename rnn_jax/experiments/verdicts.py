@@ -639,6 +639,36 @@ def regulariser_helps(records: Iterable[Mapping], alpha: float = ALPHA, better: 
     return _mcnemar_verdict(claim, pairs, better, worse, "(" + ", ".join(pair_on) + ")", alpha, details)
 
 
+def lower_loss(better_losses: Mapping[Any, float], worse_losses: Mapping[Any, float], better: str, worse: str,
+               claim: str, unit: str = "test loss", alpha: float = ALPHA) -> Verdict:
+    """"``better`` reaches a lower loss than ``worse``" on paired seeds (Table 1's comparisons).
+
+    ``better_losses`` / ``worse_losses``: seed -> loss (the same seed: the same initial
+    weights and minibatch order). Test: the exact paired sign-flip permutation test of
+    S = Σ (loss_worse − loss_better) over the seeds both have (finite losses only),
+    one-sided each way: shown when P(S* ≥ S) ≤ α, contradicted when P(S* ≤ S) ≤ α.
+    """
+    test = "exact paired sign-flip permutation test of Σ (worse − better), one-sided"
+    seeds = sorted(set(better_losses) & set(worse_losses), key=str)
+    seeds = [s for s in seeds if math.isfinite(better_losses[s]) and math.isfinite(worse_losses[s])]
+    if not seeds:
+        return _not_tested(claim, test, f"no seed with a finite {unit} for both {better} and {worse}", alpha)
+    diffs = [float(worse_losses[s]) - float(better_losses[s]) for s in seeds]
+    stat, p_up = sign_flip_test(diffs, "greater")
+    _, p_down = sign_flip_test(diffs, "less")
+    outcome = _decide(p_up, p_down, alpha)
+    n_better = sum(d > 0 for d in diffs)
+    nonzero = sum(d != 0 for d in diffs)
+    statement = (f"{better} against {worse} on {len(seeds)} paired seeds: {unit} lower for {better} on "
+                 f"{n_better}, higher on {nonzero - n_better}; mean difference ({worse} − {better}) "
+                 f"{statistics.fmean(diffs):+.4g}; {test}: {_outcome_words(outcome, p_up, p_down, alpha)}."
+                 + _power_note(nonzero, alpha, "non-zero differences"))
+    return Verdict(claim=claim, outcome=outcome, test=test,
+                   statistic={"sum_diff": stat, "seeds_better": n_better, "seeds_worse": nonzero - n_better},
+                   p_value=p_up, p_against=p_down, alpha=alpha, n_pairs=len(seeds), statement=statement,
+                   details={"diff": {str(s): d for s, d in zip(seeds, diffs)}})
+
+
 def sigmoid_fails_most(records: Iterable[Mapping], alpha: float = ALPHA, sigmoid: str = "sigmoid",
                        tanh_schemes: Optional[Sequence[str]] = None, claim: str = "sigmoid_fails_most") -> Verdict:
     """Temporal order, "sigmoid units fail most": sigmoid against each tanh initialisation.
