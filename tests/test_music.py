@@ -269,6 +269,15 @@ def test_tiny_run_beats_the_frequency_model_and_resumes(tmp_path):
     assert set(summary["rows"]) == {"tanh RNN MSGD", "tanh RNN MSGD-C", "tanh RNN MSGD-CR"}
     for row in summary["rows"].values():
         assert row["test"]["n"] == 1 and row["test"]["max"] < freq
+    # Table 1's two claims, each on the one paired seed: the sign of the test-loss difference decides p (1/2 or 1)
+    tests = {r: summary["rows"][r]["test"]["mean"] for r in summary["rows"]}
+    verdicts = {v["claim"]: v for v in summary["verdicts"]}
+    for claim, better, worse in (("clipping", "MSGD-C", "MSGD"), ("regulariser", "MSGD-CR", "MSGD-C")):
+        v = verdicts[claim]
+        lower = tests[f"tanh RNN {better}"] < tests[f"tanh RNN {worse}"]
+        assert v["n_pairs"] == 1 and v["outcome"] == "not shown"
+        assert v["p_value"] == pytest.approx(0.5 if lower else 1.0)
+        assert v["statement"].startswith(f"{better} against {worse}")
     with open(os.path.join(out, "results.jsonl")) as f:
         lines = f.readlines()
     assert len(lines) == 2  # the search and the final group of the one cell
@@ -284,6 +293,7 @@ def test_tiny_run_beats_the_frequency_model_and_resumes(tmp_path):
     block = music.readme_body(summary, prov)  # the README's quote once a run is committed under results/
     assert f"{summary['rows']['tanh RNN MSGD-C']['test']['mean']:.3f}" in block
     assert "(results/music/grad_norm_trace.png)" in block and "took 1 minutes on 2 cores" in block
+    assert "- **clipping** (MSGD-C against MSGD on 1 paired seeds): NOT SHOWN" in block
     again = music.run(out, "tiny", progress=False, rolls=rolls)  # resumes: nothing is trained again
     assert again == summary
     with open(os.path.join(out, "results.jsonl")) as f:

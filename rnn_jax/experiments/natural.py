@@ -570,7 +570,7 @@ def summarize(profile: str, cfg: dict, data: TaskData, seeds: Sequence[int], gri
 
 
 # Table 1's comparisons, each on the tanh RNN's paired seeds: (claim, better, worse).
-CLAIMS = (("clipping", "MSGD-C", "MSGD"), ("regulariser", "MSGD-CR", "MSGD-C"))
+CLAIMS = (("clipping", "msgd_c", "msgd"), ("regulariser", "msgd_cr", "msgd_c"))
 
 
 def table1_verdicts(finals: dict) -> list:
@@ -582,7 +582,7 @@ def table1_verdicts(finals: dict) -> list:
     by_opt = {}
     for m in members:
         by_opt.setdefault(m["optimizer"], {})[m["seed"]] = float(m["test"]) if m["test"] is not None else math.nan
-    return [verdicts.lower_loss(by_opt[b], by_opt[w], b, w, claim, unit="test loss")
+    return [verdicts.lower_loss(by_opt[b], by_opt[w], ROW_NAMES[b], ROW_NAMES[w], claim, unit="test loss")
             for claim, b, w in CLAIMS if b in by_opt and w in by_opt]
 
 
