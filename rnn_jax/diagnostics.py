@@ -12,10 +12,10 @@ the LSTM it is the pair ``(h_k, c_k)``. Arrays are batch-major like ``xs``
   every later step), and ``‖δ_k‖``: the "gradient over time" of the counting
   tutorial (seeds/003), which for the linear one-unit RNN is ``δ_k = δ_T w_rec^(T-k)``.
 * :func:`step_jacobians` -- ``J_k = ∂s_k/∂s_{k-1}`` by autodiff, and
-  :func:`closed_form_step_jacobians` for the Elman family:
-  ``diag(f'(pre_k)) W_hh`` (elman, ``h_k = f(h_{k-1} @ w_hh + ...)``, so with the
-  ``(in, out)`` layout ``J_k = diag(f'(pre_k)) @ w_hh.T``) and
-  ``W_rec diag(σ'(x_{k-1}))`` (pascanu, ``J_k = w_hh.T @ diag(σ'(x_{k-1}))``).
+  :func:`closed_form_step_jacobians` from the derivatives written by hand: the cell's
+  :class:`~rnn_jax.cells.ReverseRule` (elman, ``h_k = f(h_{k-1} @ w_hh + ...)``:
+  ``diag(f'(pre_k)) W_hh``, with the ``(in, out)`` layout ``diag(f'(pre_k)) @ w_hh.T``;
+  LSTM, GRU) and ``W_rec diag(σ'(x_{k-1}))`` (pascanu, ``w_hh.T @ diag(σ'(x_{k-1}))``).
 * :func:`jacobian_product` / :func:`jacobian_product_singular_values` --
   ``∂s_end/∂s_start = J_end ⋯ J_{start+1}`` and its singular values.
 * :func:`spectral_radius`, :func:`largest_singular_value`, :func:`vanishing_condition`
@@ -51,11 +51,10 @@ import numpy as np
 
 from rnn_jax import activations
 from rnn_jax import losses as _losses
-from rnn_jax._checks import UserTypeError, UserValueError, check_choice, check_floating, describe
-from rnn_jax._padding import hold_padded, valid_at
+from rnn_jax._checks import UserTypeError, UserValueError, as_lengths, check_choice, check_floating, describe
 from rnn_jax.cells import Cell, check_cell
 from rnn_jax.model import ON, ModelParams, check_model_params, loss_from_outputs
-from rnn_jax.unroll import _prepare, unroll
+from rnn_jax.unroll import masked_scan, unroll
 
 Array = jax.Array
 
@@ -137,35 +136,29 @@ def perturbed_loss(
     check_model_params(cell, params)
     check_choice("on", on, ON)
     check_choice("loss", loss, _losses.LOSSES)
-    prep = _prepare(cell, params.cell, xs, None, lengths, time_major=False)
+    cell_params = params.cell
+    # unroll's checks of the parameters, xs and lengths, run abstractly (nothing is computed)
+    jax.eval_shape(lambda p, x: unroll(cell, p, x, lengths=lengths, backward="autodiff"), cell_params, xs)
     if not isinstance(perturbations, cell.carry_type):
         raise UserTypeError(f"perturbations: expected a {cell.carry_type.__name__}, got {type(perturbations).__name__}")
-    shape, dtype = tuple(xs.shape[:-1]) + (cell.hidden_size,), params.cell.w_ih.dtype
+    shape, dtype = tuple(xs.shape[:-1]) + (cell.hidden_size,), xs.dtype
     for name, leaf in zip(cell.carry_type._fields, perturbations):
         check_floating(f"perturbations.{name}", leaf)
         if tuple(leaf.shape) != shape or leaf.dtype != dtype:
             raise UserValueError(f"perturbations.{name}: expected shape {shape} and dtype {dtype}, got {describe(leaf)}")
     output_of = _output_of_carry(cell)
-    cell_params = params.cell
 
-    def body(carry, inp):
-        x, eps, t = inp
-        valid = None if prep.lengths is None else valid_at(t, prep.lengths)
-        if valid is not None:  # as in rnn_jax.unroll: padding never reaches the gradients
-            x = jnp.where(valid, x, jnp.zeros_like(x))
+    def step(carry, inp):
+        x, eps = inp
         new_carry, _ = cell.step_projected(cell_params, carry, cell.project(cell_params, x))
         new_carry = jax.tree_util.tree_map(jnp.add, new_carry, eps)
-        if valid is None:
-            return new_carry, (output_of(new_carry), new_carry)
-        new_carry, y = hold_padded(valid, new_carry, carry, output_of(new_carry))
-        return new_carry, (y, new_carry)
+        return new_carry, output_of(new_carry)
 
-    eps = jax.tree_util.tree_map(prep.to_time_major, perturbations)
-    steps = jnp.arange(prep.xs.shape[0], dtype=jnp.int32)
-    _, (ys, carries) = jax.lax.scan(body, prep.carry, (prep.xs, eps, steps))
-    ys = prep.from_time_major(ys)
-    carries = jax.tree_util.tree_map(prep.from_time_major, carries)
-
+    lengths = as_lengths(lengths)
+    clipped = None if lengths is None else jnp.clip(lengths, 0, xs.shape[-2]).astype(jnp.int32)
+    inputs = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, -2, 0), (xs, perturbations))  # time-major
+    _, ys, carries = masked_scan(step, cell.initial_carry(xs.shape[:-2], dtype), inputs, clipped, return_carries=True)
+    ys, carries = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, -2), (ys, carries))
     return loss_from_outputs(params.readout, ys, targets, loss=loss, on=on, lengths=lengths), carries
 
 
@@ -208,19 +201,21 @@ def _unflatten_carry(cell: Cell, flat: Array):
 
 def _previous_carries(cell, params, xs, initial_carry, lengths):
     """``s_{k-1}`` for k = 1..T (carry type, leaves ``(*batch, time, H)``) and the projected inputs."""
-    prep = _prepare(cell, params, xs, initial_carry, lengths, time_major=False)
-    _, _, carries = unroll(cell, params, xs, initial_carry=prep.carry, lengths=lengths, return_carries=True)
+    _, _, carries = unroll(cell, params, xs, initial_carry=initial_carry, lengths=lengths, return_carries=True)
+    first = cell.initial_carry((), xs.dtype) if initial_carry is None else initial_carry
     previous = jax.tree_util.tree_map(
-        lambda first, rest: jnp.concatenate([first[..., None, :], rest[..., :-1, :]], axis=-2), prep.carry, carries
-    )
-    return previous, cell.project(params, xs), prep
+        lambda s0, rest: jnp.concatenate([jnp.broadcast_to(s0[..., None, :], rest[..., :1, :].shape), rest[..., :-1, :]],
+                                         axis=-2),
+        first, carries)
+    return previous, cell.project(params, xs)
 
 
-def _mask_padded(jacobians, prep, time):
+def _mask_padded(jacobians, lengths):
     """Identity at padded steps, where the carry is copied unchanged."""
-    if prep.lengths is None:
+    if lengths is None:
         return jacobians
-    valid = (jnp.arange(time, dtype=prep.lengths.dtype) < prep.lengths[..., None])[..., None, None]
+    lengths = jnp.asarray(as_lengths(lengths))
+    valid = (jnp.arange(jacobians.shape[-3], dtype=lengths.dtype) < lengths[..., None])[..., None, None]
     return jnp.where(valid, jacobians, jnp.eye(jacobians.shape[-1], dtype=jacobians.dtype))
 
 
@@ -240,7 +235,7 @@ def step_jacobians(cell: Cell, params, xs: Array, *, initial_carry=None, lengths
     """
     check_cell(cell)
     params = _cell_params(params)
-    previous, projected, prep = _previous_carries(cell, params, xs, initial_carry, lengths)
+    previous, projected = _previous_carries(cell, params, xs, initial_carry, lengths)
 
     def one(prev_flat, xp):
         step = lambda flat: _flatten_carry(cell.step_projected(params, _unflatten_carry(cell, flat), xp)[0])
@@ -249,30 +244,35 @@ def step_jacobians(cell: Cell, params, xs: Array, *, initial_carry=None, lengths
     prev_flat = _flatten_carry(previous)
     lead = prev_flat.shape[:-1]
     jac = jax.vmap(one)(prev_flat.reshape((-1, prev_flat.shape[-1])), projected.reshape((-1, projected.shape[-1])))
-    jac = jac.reshape(lead + jac.shape[-2:])
-    return _mask_padded(jac, prep, xs.shape[-2])
+    return _mask_padded(jac.reshape(lead + jac.shape[-2:]), lengths)
 
 
 def closed_form_step_jacobians(cell: Cell, params, xs: Array, *, initial_carry=None, lengths=None) -> Array:
-    """``J_k`` of the Elman family in closed form (same layout as :func:`step_jacobians`).
+    """``J_k`` from the derivative written out by hand (same layout as :func:`step_jacobians`).
 
-    * elman: ``h_k = f(pre_k)``, ``pre_k = h_{k-1} @ w_hh + x_k @ w_ih + b``, so
+    * a cell with a :class:`~rnn_jax.cells.ReverseRule` (elman, LSTM, GRU): row ``i`` is the
+      rule's reverse step of the unit cotangent ``e_i`` of ``s_k``; elman (``h_k = f(pre_k)``):
       ``J_k = diag(f'(pre_k)) @ w_hh.T`` (``= diag(f'(pre_k)) W_hh`` in the column form);
     * pascanu: ``x_k = σ(x_{k-1}) @ w_hh + ...``, so ``J_k = w_hh.T @ diag(σ'(x_{k-1}))``
       (``= W_rec diag(σ'(x_{k-1}))``, the factor of the paper's eq. 5).
     """
     check_cell(cell)
-    if cell.kind not in ("elman", "pascanu"):
-        raise UserValueError(f"closed_form_step_jacobians: expected an elman or pascanu cell, got a {cell.kind} cell")
+    rule = cell.reverse_rule
+    if rule is None and cell.kind != "pascanu":
+        raise UserValueError(f"closed_form_step_jacobians: expected a cell with a ReverseRule or a pascanu cell, "
+                             f"got a {cell.kind} cell")
     params = _cell_params(params)
-    act = activations.get(cell.activation)
-    previous, projected, prep = _previous_carries(cell, params, xs, initial_carry, lengths)
-    if cell.kind == "elman":
-        pre = previous.hidden @ params.w_hh + projected
-        jac = act.derivative(pre)[..., :, None] * params.w_hh.T
+    previous, projected = _previous_carries(cell, params, xs, initial_carry, lengths)
+    if rule is None:
+        jac = params.w_hh.T * activations.get(cell.activation).derivative(previous.hidden)[..., None, :]
     else:
-        jac = params.w_hh.T * act.derivative(previous.hidden)[..., None, :]
-    return _mask_padded(jac, prep, xs.shape[-2])
+        _, y, saved = rule.forward(params, previous, projected, previous.hidden @ params.w_hh)
+        expand = lambda a: a[..., None, :]  # against the n unit cotangents
+        units = _unflatten_carry(cell, jnp.eye(len(previous) * cell.hidden_size, dtype=y.dtype))
+        d_previous, _ = rule.backward(jax.tree_util.tree_map(expand, saved), expand(y), units, 0.0,
+                                      lambda d: d @ params.w_hh.T)
+        jac = _flatten_carry(d_previous)
+    return _mask_padded(jac, lengths)
 
 
 def _check_span(jacobians, start, end) -> int:

@@ -7,10 +7,11 @@ T = 100,000. ``unroll(..., remat=True)`` recomputes each step's internals but st
 stores the carry after every step (13 GB for that LSTM at T = 100,000), and the
 ``(T, batch, H)`` outputs and their cotangent are materialised besides.
 
-:func:`chunked_loss` never materialises the outputs: a per-step loss term is
-accumulated inside the scan. The scan runs on two levels: an outer ``lax.scan``
-over chunks of ``chunk`` steps whose body, wrapped in ``jax.checkpoint``, runs an
-inner ``lax.scan`` over the chunk's steps. The forward pass stores only the carry
+:func:`chunked_loss` never materialises more than one chunk's outputs: it runs on
+two levels, an outer ``lax.scan`` over chunks of ``chunk`` steps whose body, wrapped
+in ``jax.checkpoint``, runs :func:`~rnn_jax.unroll.unroll` over the chunk's steps (with
+its per-device reverse pass and projection) and sums the per-step loss over that chunk's
+outputs. The forward pass stores only the carry
 at each chunk boundary (T / chunk of them); the backward pass recomputes one
 chunk at a time from its boundary carry and holds that chunk's per-step residuals
 only. Memory goes as ``T / chunk`` carries plus ``chunk`` steps of residuals, so
@@ -21,8 +22,8 @@ scan; it is not checkpointed, since it is the first chunk the backward pass need
 and its residuals are no more than what recomputing it would hold.
 
 ``xs`` is read one chunk at a time with ``lax.dynamic_slice`` in the layout it
-comes in, so the inputs are never copied as a whole (unroll transposes a
-batch-major ``xs``; at T = 100,000 W3's inputs alone are 3.3 GB).
+comes in, so the inputs are never copied as a whole (unroll of the whole ``xs`` would
+transpose a batch-major one; at T = 100,000 W3's inputs alone are 3.3 GB).
 
 :func:`model_loss_every` is :func:`rnn_jax.model.loss` with ``on="every"``
 computed this way: a readout and a loss at every valid step, averaged over the
@@ -47,11 +48,11 @@ from rnn_jax._checks import (
     UserTypeError, UserValueError, as_lengths, check_choice, check_floating, check_integer, check_labels,
     check_positive_int, describe, is_concrete,
 )
-from rnn_jax.cells import Cell, check_cell
+from rnn_jax._padding import valid_steps
+from rnn_jax.cells import Cell
 from rnn_jax.model import ModelParams, check_model_params
 from rnn_jax.readout import readout
-from rnn_jax._platforms import per_platform
-from rnn_jax.unroll import _masked, _prepare, default_project_inputs, projected_step
+from rnn_jax.unroll import unroll
 
 
 class _Long(NamedTuple):
@@ -59,10 +60,10 @@ class _Long(NamedTuple):
     time_axis: int
     time: int
     batch_shape: tuple
-    carry: Any
-    lengths: Optional[jax.Array]  # (*batch,) int32 or None
+    carry: Any  # broadcast to the batch
+    lengths: Optional[jax.Array]  # (*batch,) int32 in [0, time], or None
     chunk: int
-    project_inputs: bool
+    project_inputs: Optional[bool]  # None: unroll's default
 
 
 def default_chunk(time: int) -> int:
@@ -71,32 +72,34 @@ def default_chunk(time: int) -> int:
 
 
 def _prepare_long(cell: Cell, params, xs, initial_carry, lengths, time_major, chunk, project_inputs) -> _Long:
-    """Validate every argument at trace time, with unroll's checks and messages."""
-    check_cell(cell)
-    # unroll's _prepare transposes a batch-major xs (a full copy); run it abstractly
-    # (eval_shape computes nothing) for its checks of params and xs ...
-    jax.eval_shape(lambda x: _prepare(cell, params, x, None, None, time_major).carry, xs)
+    """Validate every argument at trace time with unroll's checks and messages: unroll over the
+    whole of ``xs`` runs abstractly (eval_shape computes nothing, so nothing is copied)."""
+    final = jax.eval_shape(lambda p, x, c: unroll(cell, p, x, initial_carry=c, lengths=lengths, time_major=time_major,
+                                                  project_inputs=project_inputs, backward="autodiff")[0],
+                           params, xs, initial_carry)
     time_axis = 1 if xs.ndim == 3 and not time_major else 0
     time = int(xs.shape[time_axis])
-    batch_shape = tuple(xs.shape[:1]) if time_axis == 1 else tuple(xs.shape[1:-1])
-    # ... and for the carry and the lengths on a time-major stand-in of xs (shape and dtype only).
-    stand_in = jax.ShapeDtypeStruct((time,) + batch_shape + tuple(xs.shape[-1:]), xs.dtype)
-    prep = _prepare(cell, params, stand_in, initial_carry, lengths, True)
+    leaf = jax.tree_util.tree_leaves(final)[0]
+    if initial_carry is None:
+        carry = cell.initial_carry(leaf.shape[:-1], leaf.dtype)
+    else:
+        carry = jax.tree_util.tree_map(lambda c, f: jnp.broadcast_to(c, f.shape), initial_carry, final)
+    lengths = as_lengths(lengths)
+    if lengths is not None:
+        lengths = jnp.clip(lengths, 0, time).astype(jnp.int32)
     if chunk is None:
         chunk = default_chunk(time)
     chunk = check_positive_int("chunk", chunk)
     if chunk > time:
         raise UserValueError(f"chunk: expected at most {time} (the number of steps), got {chunk}")
-    if project_inputs is not None and not isinstance(project_inputs, bool):
-        raise UserTypeError(f"project_inputs: expected True, False or None (the measured default), got {describe(project_inputs)}")
-    return _Long(xs, time_axis, time, batch_shape, prep.carry, prep.lengths, chunk, project_inputs)
+    return _Long(xs, time_axis, time, leaf.shape[:-1], carry, lengths, chunk, project_inputs)
 
 
-def _loss_dtype(step_loss, cell: Cell, long: _Long, dtype):
+def _loss_dtype(step_loss, cell: Cell, long: _Long):
     """Check ``step_loss``'s result (abstractly, before the scan is traced) and return its dtype."""
     if not callable(step_loss):
         raise UserTypeError(f"step_loss: expected a callable step_loss(y_t, t), got {describe(step_loss)}")
-    y = jax.ShapeDtypeStruct(long.batch_shape + (cell.hidden_size,), dtype)
+    y = jax.ShapeDtypeStruct(long.batch_shape + (cell.hidden_size,), jax.tree_util.tree_leaves(long.carry)[0].dtype)
     out = jax.eval_shape(step_loss, y, jax.ShapeDtypeStruct((), jnp.int32))
     check_floating("step_loss result", out)
     if long.lengths is not None and tuple(out.shape) != long.batch_shape:
@@ -112,33 +115,23 @@ def _loss_dtype(step_loss, cell: Cell, long: _Long, dtype):
 
 
 def _run(cell: Cell, params, long: _Long, step_loss) -> jax.Array:
-    """The two-level scan of the module docstring; returns the summed loss. ``project_inputs=None``
-    takes the measured default of the platform the program is lowered for (not the host's)."""
-    if long.project_inputs is None:
-        return per_platform(lambda backend: default_project_inputs(cell, backend),
-                            lambda choice: lambda p: _run(cell, p, long._replace(project_inputs=choice), step_loss),
-                            params)
-    dtype = _loss_dtype(step_loss, cell, long, params.w_ih.dtype)
-    step = _masked(projected_step(cell, params, long.project_inputs), long.lengths)
-
-    def body(state, inp):
-        carry, acc = state
-        carry, y = step(carry, inp)
-        value = step_loss(y, inp[1])
-        if long.lengths is not None:
-            value = jnp.where(inp[1] < long.lengths, value, jnp.zeros_like(value))
-        return (carry, acc + jnp.sum(value)), None
+    """The two-level scan of the module docstring; returns the summed loss."""
+    dtype = _loss_dtype(step_loss, cell, long)
 
     def chunk_sum(carry, start, size):
         """Run steps ``start .. start + size - 1``; the carry after them and their summed loss.
 
-        The partial sum starts from 0 in each chunk, so the float32 total is a sum of
-        T / chunk chunk sums rather than one running sum over T terms."""
+        The sum starts from 0 in each chunk, so the float32 total is a sum of T / chunk
+        chunk sums rather than one running sum over T terms."""
         x = jnp.moveaxis(lax.dynamic_slice_in_dim(long.xs, start, size, axis=long.time_axis), long.time_axis, 0)
-        inputs = cell.project(params, x) if long.project_inputs else x
+        lengths = None if long.lengths is None else jnp.clip(long.lengths - start, 0, size)
+        carry, ys = unroll(cell, params, x, initial_carry=carry, lengths=lengths, time_major=True,
+                           project_inputs=long.project_inputs)
         steps = start + jnp.arange(size, dtype=jnp.int32)
-        (carry, acc), _ = lax.scan(body, (carry, jnp.zeros((), dtype)), (inputs, steps))
-        return carry, acc
+        values = jax.vmap(step_loss)(ys, steps)
+        if long.lengths is not None:
+            values = jnp.where(valid_steps(steps, long.lengths)[..., 0], values, jnp.zeros_like(values))
+        return carry, jnp.sum(values)
 
     # prevent_cse=False: inside a scan the recomputation cannot be merged with the forward pass
     chunk_fn = jax.checkpoint(lambda carry, start: chunk_sum(carry, start, long.chunk), prevent_cse=False)
@@ -172,9 +165,9 @@ def chunked_loss(
     """``sum over steps t (and sequences) of step_loss(y_t, t)``, with chunked checkpointing.
 
     Equal (to rounding) to summing ``step_loss`` over the outputs of
-    :func:`rnn_jax.unroll.unroll`, and so are its gradients, but the outputs are never
-    stored and the backward pass keeps only the carries at chunk boundaries plus one
-    chunk's residuals (see the module docstring).
+    :func:`rnn_jax.unroll.unroll`, and so are its gradients, but only one chunk's outputs
+    exist at a time and the backward pass keeps only the carries at chunk boundaries plus
+    one chunk's residuals (see the module docstring).
 
     Args:
       cell, params, xs, initial_carry, time_major, lengths: as in :func:`rnn_jax.unroll.unroll`.
@@ -183,11 +176,12 @@ def chunked_loss(
         at step ``t`` (an int32 scalar counted from 0 over the whole sequence: index
         per-step targets with it). It may close over other parameters (a readout),
         which then get gradients too. With ``lengths`` it must return one value per
-        sequence: the values at padded steps (``t >= length``) are left out.
+        sequence: the values at padded steps (``t >= length``) are left out. It is applied
+        to a chunk's steps at once through ``jax.vmap``.
       chunk: steps per checkpointed chunk, a positive integer at most T; default
         :func:`default_chunk` (``round(sqrt(T))``). T need not be a multiple of it.
       project_inputs: compute ``x @ w_ih + b`` for a whole chunk before its steps
-        (True) or inside each step (False); default :func:`rnn_jax.unroll.default_project_inputs`.
+        (True) or inside each step (False); default: :func:`rnn_jax.unroll.unroll`'s.
 
     Returns:
       The scalar total, in ``step_loss``'s dtype; divide it for a mean.

@@ -126,11 +126,9 @@ def resolve_project_inputs(cell: Cell, backward: str, project_inputs: Optional[b
 
 class _Prepared(NamedTuple):
     xs: jax.Array  # (time, *batch, features)
-    batch_shape: tuple
     carry: Any
     lengths: Optional[jax.Array]  # (*batch,) int32 or None
-    to_time_major: Any  # callable putting a (batch, time, ...) array in time-major order
-    from_time_major: Any
+    from_time_major: Any  # callable putting a time-major array back in the layout of xs
 
 
 def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Prepared:
@@ -152,12 +150,11 @@ def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Pre
     if xs.ndim == 3 and not time_major:
         xs_t = jnp.swapaxes(xs, 0, 1)
         batch_shape = (xs.shape[0],)
-        swap = lambda a: jnp.swapaxes(a, 0, 1)
-        to_tm, from_tm = swap, swap
+        from_tm = lambda a: jnp.swapaxes(a, 0, 1)
     else:
         xs_t = xs
         batch_shape = tuple(xs.shape[1:-1])
-        to_tm = from_tm = lambda a: a
+        from_tm = lambda a: a
     time = xs_t.shape[0]
     if time == 0:
         raise UserValueError(f"xs: the sequence has zero steps (shape {tuple(xs.shape)}); expected at least one")
@@ -183,32 +180,34 @@ def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Pre
             raise UserValueError(f"lengths: expected shape {batch_shape} (one per sequence), got {tuple(lengths.shape)}")
         check_lengths_range("lengths", lengths, time)
         lengths = jnp.clip(lengths, 0, time).astype(jnp.int32)
-    return _Prepared(xs_t, batch_shape, carry, lengths, to_tm, from_tm)
+    return _Prepared(xs_t, carry, lengths, from_tm)
 
 
-def _masked(step, lengths):
-    """Wrap ``step(carry, x) -> (carry, y)`` so that steps at t >= length keep the carry and output 0."""
+def masked_scan(step, carry, inputs, lengths=None, *, reverse: bool = False, unroll: int = 1,
+                remat: bool = False, return_carries: bool = False):
+    """The scan over a cell that :func:`unroll` (autodiff path) and the diagnostics share:
+    ``lax.scan`` of ``step(carry, input) -> (carry, y)`` over time-major ``inputs`` (a pytree) where
+    a step ``t >= lengths`` (``(*batch,)`` int32, or None) zeroes its input, keeps the carry and
+    outputs 0. Unchecked (:func:`unroll` is the checked entry point); other options as in
+    :func:`unroll`. Returns ``(final, ys)`` or ``(final, ys, carries)``, time-major."""
     if lengths is None:
-        return lambda carry, inp: step(carry, inp[0])
-
-    def masked_step(carry, inp):
-        x, t = inp
-        valid = valid_at(t, lengths)
-        # Padded inputs are zeroed before the step: the carry is masked anyway, but a NaN or
-        # Inf there would otherwise turn the step's zero cotangent into NaN gradients.
-        new_carry, y = step(carry, jnp.where(valid, x, jnp.zeros_like(x)))
-        return hold_padded(valid, new_carry, carry, y)
-
-    return masked_step
-
-
-def projected_step(cell: Cell, params: Any, project_inputs: bool):
-    """``(carry, input) -> (carry, y)`` for inputs already projected (``x @ w_ih + b``, made
-    for all steps before the loop) when ``project_inputs``, else for raw inputs projected
-    inside the step."""
-    if project_inputs:
-        return lambda carry, xp: cell.step_projected(params, carry, xp)
-    return lambda carry, x: cell.step_projected(params, carry, cell.project(params, x))
+        body = lambda carry, inp: step(carry, inp[0])
+    else:
+        def body(carry, inp):
+            x, t = inp
+            valid = valid_at(t, lengths)
+            # Padded inputs are zeroed before the step: the carry is masked anyway, but a NaN or
+            # Inf there would otherwise turn the step's zero cotangent into NaN gradients.
+            new_carry, y = step(carry, jax.tree_util.tree_map(lambda a: jnp.where(valid, a, jnp.zeros_like(a)), x))
+            return hold_padded(valid, new_carry, carry, y)
+    if return_carries:
+        masked = body
+        body = lambda carry, inp: (lambda c, y: (c, (y, c)))(*masked(carry, inp))
+    if remat:
+        body = jax.checkpoint(body)
+    steps = jnp.arange(jax.tree_util.tree_leaves(inputs)[0].shape[0], dtype=jnp.int32)
+    final, out = jax.lax.scan(body, carry, (inputs, steps), reverse=reverse, unroll=unroll)
+    return (final, *out) if return_carries else (final, out)
 
 
 def unroll(
@@ -304,16 +303,12 @@ def _scan(cell: Cell, backward: str, project_inputs: bool, params, xs_t, carry, 
                 xs_t = jnp.where(valid, xs_t, jnp.zeros_like(xs_t))
             return hand_scan(cell, params, xs_t, carry, lengths, reverse=reverse, unroll=unroll,
                              project_inputs=project_inputs)
-        inputs = cell.project(params, xs_t) if project_inputs else xs_t
-        body = _masked(projected_step(cell, params, project_inputs), lengths)
-        if return_carries:
-            masked = body
-            body = lambda carry, inp: (lambda c, y: (c, (y, c)))(*masked(carry, inp))
-        if remat:
-            body = jax.checkpoint(body)
-        steps = jnp.arange(xs_t.shape[0], dtype=jnp.int32)
-        final, out = jax.lax.scan(body, carry, (inputs, steps), reverse=reverse, unroll=unroll)
-        return (final, *out) if return_carries else (final, out)
+        if project_inputs:  # x @ w_ih + b for all steps before the loop
+            inputs, step = cell.project(params, xs_t), lambda c, xp: cell.step_projected(params, c, xp)
+        else:
+            inputs, step = xs_t, lambda c, x: cell.step_projected(params, c, cell.project(params, x))
+        return masked_scan(step, carry, inputs, lengths, reverse=reverse, unroll=unroll, remat=remat,
+                           return_carries=return_carries)
 
 
 def python_unroll(

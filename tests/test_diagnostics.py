@@ -61,23 +61,26 @@ def test_linear_rnn_jacobian_powers_and_gradient_over_time():
 # ---------------------------------------------------------------- step Jacobians
 
 
-@pytest.mark.parametrize("kind", ["elman", "pascanu"])
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("kind, activation", [(k, a) for k in ("elman", "pascanu") for a in ACTIVATIONS]
+                         + [("lstm", None), ("gru", None)])
 def test_closed_form_step_jacobians_match_autodiff(kind, activation):
-    cell = rnn_jax.make(kind, 4, activation=activation)
+    """Elman and Pascanu in closed form; the LSTM and the GRU from their ReverseRule's hand-written derivative."""
+    cell = rnn_jax.make(kind, 4, **({} if activation is None else {"activation": activation}))
     params = cell.init(jax.random.key(2), 3, jnp.float64)
     xs = _data(batch=3, time=5, inputs=3)
-    initial = cell.carry_type(jax.random.normal(jax.random.key(3), (3, 4), jnp.float64))
+    fields = len(cell.carry_type._fields)
+    initial = cell.carry_type(*[jax.random.normal(jax.random.key(3 + i), (3, 4), jnp.float64) for i in range(fields)])
     lengths = jnp.array([5, 2, 0], jnp.int32)
     auto, closed = jax.jit(
         lambda p: [f(cell, p, xs, initial_carry=initial, lengths=lengths)
                    for f in (diagnostics.step_jacobians, diagnostics.closed_form_step_jacobians)]
     )(params)
-    assert auto.shape == (3, 5, 4, 4)
+    n = 4 * fields
+    assert auto.shape == (3, 5, n, n)
     np.testing.assert_allclose(closed, auto, rtol=1e-12, atol=1e-14)
     # padded steps copy the carry: identity Jacobian
-    np.testing.assert_array_equal(auto[1, 2:], np.broadcast_to(np.eye(4), (3, 4, 4)))
-    np.testing.assert_array_equal(auto[2], np.broadcast_to(np.eye(4), (5, 4, 4)))
+    np.testing.assert_array_equal(auto[1, 2:], np.broadcast_to(np.eye(n), (3, n, n)))
+    np.testing.assert_array_equal(closed[2], np.broadcast_to(np.eye(n), (5, n, n)))
 
 
 def _python_states(cell, params, xs, carry):
