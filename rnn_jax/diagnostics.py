@@ -10,7 +10,7 @@ the LSTM it is the pair ``(h_k, c_k)``. Arrays are batch-major like ``xs``
 * :func:`state_gradients` -- ``δ_k = ∂E/∂s_k``, the *total* derivative of the loss
   with respect to each step's carry (through the readout at step ``k`` and through
   every later step), and ``‖δ_k‖``: the "gradient over time" of the counting
-  tutorial (seeds/003), which for the linear one-unit RNN is ``δ_k = δ_T w_rec^(T-k)``.
+  tutorial (Roelants, "How to implement a recurrent neural network, part 1"), which for the linear one-unit RNN is ``δ_k = δ_T w_rec^(T-k)``.
 * :func:`step_jacobians` -- ``J_k = ∂s_k/∂s_{k-1}`` by autodiff, and
   :func:`closed_form_step_jacobians` from the derivatives written by hand: the cell's
   :class:`~rnn_jax.cells.ReverseRule` (elman, ``h_k = f(h_{k-1} @ w_hh + ...)``:
@@ -25,7 +25,7 @@ the LSTM it is the pair ``(h_k, c_k)``. Arrays are batch-major like ``xs``
   ``‖∏_m J‖ ≤ (γ σ_max)^m → 0``; conversely ``γ σ_max > 1`` is *necessary* for them
   to explode. For a linear RNN (γ = 1, ``J = W``) the sharp version is the spectral
   radius: ``ρ(W) < 1`` gives vanishing, ``ρ(W) > 1`` is necessary for explosion
-  (seeds/004), because ``‖W^m‖^(1/m) → ρ(W)``.
+  (the notes "RNN的几个难点", on the difficulties of training RNNs), because ``‖W^m‖^(1/m) → ρ(W)``.
 
 Example::
 
@@ -333,7 +333,7 @@ def spectral_radius(w: Array) -> Array:
     for a gated cell's ``(H, G*H)`` recurrent matrix (``ρ(W) = ρ(Wᵀ)``, so layout does not matter).
 
     For a linear RNN ``ρ > 1`` is necessary for exploding gradients and ``ρ < 1``
-    sufficient for vanishing ones (seeds/004). The eigenvalues of a non-symmetric
+    sufficient for vanishing ones (the notes "RNN的几个难点", on the difficulties of training RNNs). The eigenvalues of a non-symmetric
     matrix are computed by NumPy on the host through ``jax.pure_callback``: it works
     under ``jit`` and ``vmap`` on any backend (JAX's own ``eigvals`` is CPU-only), but
     is not differentiable.

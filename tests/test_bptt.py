@@ -9,7 +9,7 @@ Everything in float64 (tests/conftest.py enables x64 and strict dtype promotion)
   with bptt to 1e-6;
 * ``state_grads`` equal ``jax.grad`` with respect to an additive perturbation of each
   step's carry (:func:`rnn_jax.diagnostics.state_gradients`);
-* the counting RNN of ``seeds/003``: bptt equals the tutorial's closed-form BPTT.
+* the counting RNN of Roelants' tutorial: bptt equals the tutorial's closed-form BPTT.
 
 ``python tests/test_bptt.py`` prints the largest relative errors per cell over a fixed
 sweep of random cases (autodiff and finite differences).
@@ -207,7 +207,7 @@ def test_state_grads_are_gradients_wrt_each_steps_carry(name):
     assert np.any(np.asarray(result.state_grads.hidden)[1, 2] != 0)
 
 
-# ---------------------------------------------------------------- the tutorial's counting RNN (seeds/003)
+# ---------------------------------------------------------------- the tutorial's counting RNN (Roelants' tutorial)
 
 
 def counting_data():
@@ -220,7 +220,7 @@ def counting_data():
 
 
 def tutorial_bptt(X, t, wx, w_rec):
-    """seeds/003, closed form: s_k = s_{k-1} w_rec + x_k w_x, s_0 = 0, ξ = Σ (t − s_n)² / N,
+    """Roelants' tutorial, closed form: s_k = s_{k-1} w_rec + x_k w_x, s_0 = 0, ξ = Σ (t − s_n)² / N,
     δ_n = 2 (s_n − t) / N, δ_{k-1} = δ_k w_rec, ∂ξ/∂w_x = Σ_k Σ_b δ_k x_k, ∂ξ/∂w_rec = Σ_k Σ_b δ_k s_{k-1}."""
     samples, n = X.shape
     S = np.zeros((samples, n + 1))

@@ -86,7 +86,7 @@ def test_step_projected_equals_step(name):
 
 
 def test_linear_rnn_is_the_counting_tutorial_recurrence():
-    """identity activation, H = I = 1: s_k = s_{k-1} w_rec + x_k w_x (seeds/003)."""
+    """identity activation, H = I = 1: s_k = s_{k-1} w_rec + x_k w_x (Roelants' tutorial)."""
     cell = rnn_jax.elman(1, "identity")
     params = rnn_jax.ElmanParams(jnp.array([[0.7]]), jnp.array([[1.3]]), jnp.array([0.0]))
     xs = np.array([1.0, 0.0, 1.0, 1.0, 0.0])

@@ -25,7 +25,7 @@ def _data(batch=2, time=4, inputs=2, seed=1):
     return jax.random.normal(jax.random.key(seed), (batch, time, inputs), jnp.float64)
 
 
-# ---------------------------------------------------------------- linear RNN (seeds/003)
+# ---------------------------------------------------------------- linear RNN (Roelants' tutorial)
 
 
 def test_linear_rnn_jacobian_powers_and_gradient_over_time():
@@ -42,7 +42,7 @@ def test_linear_rnn_jacobian_powers_and_gradient_over_time():
         svs = [diagnostics.jacobian_product_singular_values(jacobians, a, b) for a, b in spans]
         return jacobians, svs, diagnostics.state_gradients(cell, params, xs, targets, loss="mse", on="last")
 
-    for w_rec in (2.0, -2.0, 1.0, 0.5, -0.5):  # exploding, alternating, constant, vanishing (seeds/003's points)
+    for w_rec in (2.0, -2.0, 1.0, 0.5, -0.5):  # exploding, alternating, constant, vanishing (the tutorial's points)
         params = ModelParams(
             ElmanParams(jnp.ones((1, 1), jnp.float64), jnp.full((1, 1), w_rec, jnp.float64), jnp.zeros(1, jnp.float64)),
             ReadoutParams(jnp.ones((1, 1), jnp.float64), jnp.zeros(1, jnp.float64)),
@@ -311,7 +311,7 @@ def test_spectral_radius_of_known_matrices():
 
 
 def test_spectral_radius_float32_and_explosion_of_a_linear_rnn():
-    """ρ > 1 is necessary for explosion (seeds/004): products of W grow like ρ^m, not σ_max^m."""
+    """ρ > 1 is necessary for explosion (the notes "RNN的几个难点"): products of W grow like ρ^m, not σ_max^m."""
     w = jnp.array([[0.5, 10.0], [0.0, -0.8]], jnp.float32)
     rho = diagnostics.spectral_radius(w)
     assert rho.dtype == jnp.float32

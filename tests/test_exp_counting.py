@@ -1,4 +1,4 @@
-"""Experiment 1 (counting ones, seeds/003) against the tutorial's own NumPy code and closed forms."""
+"""Experiment 1 (counting ones, Roelants' tutorial) against the tutorial's own NumPy code and closed forms."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Teacher/student reproduction against the document's code (``seeds/000``), rebuilt in NumPy.
+"""Teacher/student reproduction against the document's code (the Theano teacher/student blog post), rebuilt in NumPy.
 
 The references below are written from the document's text, not from the library:
 ``rnn_generator.py``'s draws with NumPy's global generator as printed, and

@@ -1,4 +1,4 @@
-"""Counting ones with a linear RNN: exploding/vanishing gradients and why Rprop still trains it (seeds/003).
+"""Counting ones with a linear RNN: exploding/vanishing gradients and why Rprop still trains it (Roelants' tutorial).
 
 Roelants' tutorial ("How to implement a recurrent neural network, part 1") trains
 the one-unit linear RNN ``s_k = s_{k-1} w_rec + x_k w_x`` (``s_0 = 0``, output the
@@ -424,7 +424,7 @@ def _table(summary: dict) -> str:
             f"{o['seeds_converged']['rate']:.2f} [{o['seeds_converged']['low']:.2f}, {o['seeds_converged']['high']:.2f}]",
             f"{o['seeds_diverged']}/{summary['num_seeds']}",
         ])
-    text = (f"# Counting ones (seeds/003), profile {summary['profile']}\n\n"
+    text = (f"# Counting ones (Roelants' tutorial), profile {summary['profile']}\n\n"
             f"From (w_x, w_rec) = {START}, {summary['iterations']} full-batch iterations. Tutorial data: numpy seed 1; "
             f"seeds: {summary['num_seeds']} datasets drawn the same way. Test sequence {''.join(map(str, TEST_SEQUENCE))} "
             f"(target {sum(TEST_SEQUENCE)}).\n\n")

@@ -1,8 +1,8 @@
-"""Gates against vanishing gradients (``seeds/002``, ``seeds/004``): tanh RNN vs LSTM vs GRU.
+"""Gates against vanishing gradients (a short RNN tutorial on BPTT, clipping, LSTM and GRU; the notes "RNN的几个难点"): tanh RNN vs LSTM vs GRU.
 
 What it shows. The documents say that a plain RNN's gradient through time is a
 product of Jacobians ``diag(f') W_hh`` that shrinks geometrically when ``W_hh``'s
-spectral radius is below 1 (``seeds/004``), and that the LSTM and the GRU avoid
+spectral radius is below 1 (the notes "RNN的几个难点"), and that the LSTM and the GRU avoid
 this: the LSTM's cell state is carried by ``c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t``, whose
 derivative along the carry is the forget gate itself -- hence the advice to
 initialise the forget gate open (a bias of 1) -- and the GRU's

@@ -1,4 +1,4 @@
-"""Teacher and student (``seeds/000``): the document's run rebuilt, and its spread over seeds.
+"""Teacher and student (the Theano teacher/student blog post): the document's run rebuilt, and its spread over seeds.
 
 What it shows. A *teacher* Elman network (3 inputs, 2 sigmoid hidden units, 1
 linear output, every weight N(0, 1)) has its ``W_hh`` rebuilt from its SVD with

@@ -1,4 +1,4 @@
-"""Counting ones (Roelants, "How to implement a recurrent neural network, part 1"; ``seeds/003``).
+"""Counting ones (Roelants, "How to implement a recurrent neural network, part 1").
 
 Binary input sequences, each bit 0 or 1 with probability 1/2 (the tutorial
 rounds a uniform draw); the target, read at the last step, is the number of ones

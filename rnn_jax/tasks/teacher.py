@@ -1,4 +1,4 @@
-"""The teacher/student task (``seeds/000``): learn the function of a fixed random RNN.
+"""The teacher/student task (the Theano teacher/student blog post on vanishing and exploding gradients): learn the function of a fixed random RNN.
 
 The teacher is an Elman network in the document's column-vector form::
 
