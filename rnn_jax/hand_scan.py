@@ -10,28 +10,15 @@ An input projection made for all steps before the loop is differentiated by auto
 outside the ``custom_vjp`` (again large products).
 
 Cells with a :class:`~rnn_jax.cells.ReverseRule` (Elman, LSTM, GRU) keep only their
-outputs, which the scan returns anyway, and what the rule saves: nothing for Elman
-(``f'(z_t)`` is a function of ``h_t``, ``1 - h_t²`` for tanh; the matrix ``w_hh``
-multiplied at step ``t`` is the previous output), the gates and the previous cell state
-for the LSTM, the gates, ``h W_hn + b_hn`` and the previous state for the GRU. They may
-project their inputs inside the step (never storing the ``(T, B, G*H)`` projection) and
-still get ``w_ih``'s gradient as one product after the loop. Their reverse loop writes
-each step's cotangents over that step's saved gates, dead once read, so the cotangents
-add no ``(T, B, G*H)`` stack of their own (W3: 87.6 -> 62.6 MiB of temporaries). Two
-XLA:CPU facts shape the loop: a loop fusion that reads a column block of a dynamic slice
-is not vectorised (13x slower than reading a whole slice), and a stack read by several
-fusions and updated in place gets copied every step unless every read follows the
-update; so the loop carries the next step's saved values, sliced whole from the stacks
-it has just written, and the rules slice those. Pascanu's cell (no rule)
-differentiates :attr:`Cell.combine` with ``jax.vjp`` at every reverse step and keeps
-``z = xp + hh`` and the carries. What is kept matters beyond its size on a CPU: XLA:CPU
-allocates a call's temporaries as one block, and glibc returns a block over 32 MiB to the
-kernel on every call, so each call page-faults it back in (``benchmarks/RESULTS.md``).
-
-On a CPU (gradients of the paper's loss, B = 20, T = 200) the hand pass runs 1.4-2.2x
-faster than autodiff of the same scan for Elman with 50-128 units, 1.7-2.1x for the
-LSTM and 1.9-2.2x for the GRU (``benchmarks/RESULTS.md``); it is the CPU default
-(:data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT`).
+outputs and what the rule saves (nothing for Elman, whose ``f'(z_t)`` is a function of
+``h_t``; the gates and the previous state for the LSTM and the GRU), may project their
+inputs inside the step, and write each step's cotangents over that step's saved gates, so
+the reverse pass adds no ``(T, B, G*H)`` stack of its own. The loop carries the next step's
+saved values, sliced whole, because XLA:CPU neither vectorises column-block reads of a
+dynamic slice nor updates a stack in place when a read precedes the update. Pascanu's cell
+(no rule) differentiates :attr:`Cell.combine` with ``jax.vjp`` at every reverse step. It is
+the CPU default (:data:`rnn_jax.unroll.HAND_BACKWARD_DEFAULT`); the measurements behind
+these choices are in ``benchmarks/RESULTS.md`` ("Measurements behind the defaults").
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) is not defined through a
 ``custom_vjp``: use ``unroll(..., backward="autodiff")`` for it.
 
@@ -52,9 +39,7 @@ from rnn_jax.cells import Cell
 
 _NOT_IN_COMBINE = ("w_ih", "w_hh", "b")
 # The smallest stack a reverse step's cotangent block is written over (else it is stacked
-# anew). Writing in place costs a slice copy per step; below a core's L2 cache (2 MiB on the
-# machine measured) the memory it saves is idle and the copy is not: a GRU with B = 20,
-# T = 200, H = 64 ran 1.13x slower in place (1 MiB per gate), with H = 128 0.94x (2 MiB).
+# anew): below a core's L2 cache the copy costs more than the memory saved (RESULTS.md).
 IN_PLACE_MIN_BYTES = 2 * 2**20
 # Cell kinds without a ReverseRule whose ``combine`` reads ``xp`` and ``hh`` only through
 # ``xp + hh`` (a GRU's reset gate multiplies the recurrent part of the candidate alone).

@@ -69,19 +69,11 @@ METHODS = ("auto", "sequential", "parallel")
 # linear_recurrence reads it for the platform the program is lowered for, not the host's
 # default backend (rnn_jax._platforms). Edit this table to change the default for a process.
 #
-# cpu -- never. Measured on 2-core CPUs (benchmarks/RESULTS.md, LIN, T = 1k-1M): the
-#   sequential scan runs a scalar recurrence at 3-15 ns/step, and the associative scan is
-#   mostly slower, 0.2-1.9x the speed for a scalar and 0.2-0.6x with 64 channels (fwd+bwd):
-#   it does three times the arithmetic, and the CPU has no idle parallel units for it to fill.
-# gpu, tpu -- from 64 steps (an estimate, not yet measured here: no accelerator was
-#   available). Each sequential step is one iteration of an XLA while loop, at least one
-#   kernel launch plus the loop's condition, of the order of 5-20 us on current GPUs
-#   whatever the width; the parallel scan issues a few fused kernels per level, about
-#   2 log2(T) levels, and is bandwidth-bound beyond that. It should launch fewer kernels
-#   from T of about 32 on (2 log2(T) x ~3 against T), so 64 leaves a factor 2; at T = 64 a
-#   wrong choice costs well under a millisecond either way, while at T = 1M the parallel
-#   scan should save seconds. `python -m benchmarks --workloads LIN` on the device records
-#   both methods and auto's choice, to check this table against.
+# cpu -- never: the associative scan does three times the arithmetic and a CPU has no idle
+#   parallel units for it to fill (it measured 0.2-1.9x the sequential scan's speed).
+# gpu, tpu -- from 64 steps, an estimate (2 log2(T) levels of a few kernels against T loop
+#   iterations of one launch each); `python -m benchmarks --workloads LIN` on a device checks it.
+# The measurements and the estimate's arithmetic: benchmarks/RESULTS.md, "Measurements behind the defaults".
 PARALLEL_FROM_LENGTH: dict = {"cpu": None, "gpu": 64, "tpu": 64}
 
 

@@ -41,19 +41,15 @@ from rnn_jax.hand_scan import hand_scan
 # LOWERED for (rnn_jax._platforms: jax.lax.platform_dependent), so a program exported for cuda
 # on a CPU host gets the gpu entries. Editing a table changes what later traces choose.
 #
-# Whether to compute x @ w_ih + b for all steps before the loop, per (backend, cell kind).
-# Measured in benchmarks/ (see benchmarks/RESULTS.md): on CPU the projection inside the
-# step was faster for LSTM and GRU (hoisting materialises a (T, B, G*H) tensor and its
-# gradient); on accelerators hoisting turns T small matmuls into one large one.
+# Whether to compute x @ w_ih + b for all steps before the loop, per (backend, cell kind):
+# on CPU the projection inside the step was faster for LSTM and GRU (hoisting materialises a
+# (T, B, G*H) tensor and its gradient); on accelerators hoisting turns T small matmuls into one.
 PROJECT_INPUTS_DEFAULT = {
     "cpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
     "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
 }
-# The same with the hand-written reverse pass (which projects Pascanu's inputs ahead
-# always). CPU, gradients of the paper's loss at B = 20, T = 200 (2026-12-01): inside the
-# step 6 % (Elman, 50 units) to 30 % (LSTM, 128 units) faster (GRU at 32 units 10 % slower,
-# at 128 units 20 % faster); W2 level, W3 and W4 10-15 % faster.
+# The same with the hand-written reverse pass (which projects Pascanu's inputs ahead always).
 PROJECT_INPUTS_HAND_DEFAULT = {
     "cpu": {"elman": False, "pascanu": True, "lstm": False, "gru": False},
     "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
@@ -62,12 +58,9 @@ PROJECT_INPUTS_HAND_DEFAULT = {
 
 
 # Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (True) or
-# autodiff of the scan, per (backend, cell kind). Measured on CPU (benchmarks/RESULTS.md):
-# with B = 20, T = 200 and 50-128 units, Elman gradients 1.4-2.2x faster, LSTM 1.7-2.1x,
-# GRU 1.9-2.2x; in the 02:47 sweep W1 1.8x, W2 1.3x, W3 1.1x, W4 1.6x (each cell's
-# ReverseRule keeps its gates and outputs only, and its cotangents overwrite the gates).
-# Accelerators keep autodiff until a measurement there says otherwise (unmeasured: no
-# accelerator has run `python -m benchmarks --profile device` yet).
+# autodiff of the scan, per (backend, cell kind): hand on CPU, where it was faster for every
+# cell; autodiff on accelerators until `python -m benchmarks --profile device` says otherwise.
+# The measurements behind both tables: benchmarks/RESULTS.md, "Measurements behind the defaults".
 HAND_BACKWARD_DEFAULT = {
     "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
     "gpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
