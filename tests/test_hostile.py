@@ -228,8 +228,6 @@ RAISES = [
      r"min_step_size \(10.0\) must not exceed max_step_size \(1.0\)"),
     ("skip_nonfinite: not a transformation", lambda: optim.skip_nonfinite(3), UserTypeError,
      r"skip_nonfinite inner: expected an optax GradientTransformation \(or None\), got int 3"),
-    ("get: an option of another optimizer", lambda: optim.get("msgd", threshold=1.0), UserTypeError,
-     r"optimizer 'msgd': got an unexpected keyword argument 'threshold'; it takes learning_rate"),
     ("switchover_momentum: float switchover", lambda: optim.switchover_momentum(switchover=2.0), UserValueError,
      r"switchover must be a non-negative integer"),
     # -- layers

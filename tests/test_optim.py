@@ -1,9 +1,12 @@
 """The optimizers against hand computations, the tutorials' own loops, and optax.
 
 References used here, each written independently of ``rnn_jax.optim``:
-  * NumPy transcriptions of the tutorials' update loops (``seeds/000`` momentum
-    with its epoch switch-over, ``seeds/003`` Rprop− with its BPTT gradient);
+  * NumPy transcriptions of the tutorials' update loops (the teacher/student
+    tutorial's ``my_rnn.py`` momentum with its epoch switch-over; Roelants' "How to
+    implement a recurrent neural network" Rprop− with its BPTT gradient);
   * the paper's Algorithm 1 and the original code's NaN guard (``RNN.py``) by hand;
+  * optax's own transforms (``sgd``, ``trace``, ``clip_by_global_norm``, ``rprop``,
+    ``apply_if_finite``), bit for bit where ``rnn_jax.optim`` restates them;
   * hand-unrolled sequences of optax's iRprop− (to pin down how its path differs).
 """
 
@@ -63,7 +66,7 @@ def test_msgd_is_minus_learning_rate_times_gradient(dtype):
 
 
 def tutorial_momentum_updates(grads, lr, updates_per_epoch, switchover, initial=0.5, final=0.9):
-    """``my_rnn.py`` of seeds/000: ``gW = mom * gW - lr * g; W += gW`` with its epoch rule."""
+    """The teacher/student tutorial's ``my_rnn.py``: ``gW = mom * gW - lr * g; W += gW`` with its epoch rule."""
     velocity, steps = np.zeros_like(grads[0]), []
     for n, g in enumerate(grads):
         e = n // updates_per_epoch
@@ -92,24 +95,26 @@ def test_teacher_student_takes_the_tutorial_momentum_steps_and_switches_after_ep
     assert [float(schedule(jnp.int32(t))) for t in (0, 2999, 3000, 10**6)] == [0.5, 0.5, 0.9, 0.9]
 
 
-def test_trace_with_schedule_matches_optax():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_and_momentum_match_optax_bit_for_bit(dtype):
     rng = np.random.default_rng(2)
-    params = {"a": jnp.asarray(rng.normal(size=(2, 3))), "b": jnp.asarray(rng.normal(size=4))}
+    params = {"a": jnp.asarray(rng.normal(size=(2, 3)), dtype), "b": jnp.asarray(rng.normal(size=4), dtype)}
     schedule = optim.switchover_momentum(0.3, 0.8, switchover=3)
-    ours, theirs = optim.trace_with_schedule(schedule), optax.inject_hyperparams(optax.trace)(decay=schedule)
-    s_ours, s_theirs = ours.init(params), theirs.init(params)
-    for _ in range(6):
-        g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params)
-        u_ours, s_ours = ours.update(g, s_ours)
-        u_theirs, s_theirs = theirs.update(g, s_theirs, params)
-        assert_trees_equal(u_ours, u_theirs)
-    # a constant momentum is optax.sgd(momentum=...) bit for bit
-    a, b = optim.sgd(0.1, momentum=0.9), optax.sgd(0.1, momentum=0.9)
-    sa, sb = a.init(params), b.init(params)
-    for _ in range(3):
-        g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params)
-        (ua, sa), (ub, sb) = a.update(g, sa), b.update(g, sb)
-        assert_trees_equal(ua, ub)
+    pairs = [  # ours, optax's: plain, constant momentum, scheduled momentum, scheduled learning rate
+        (optim.sgd(0.1), optax.sgd(0.1)),
+        (optim.sgd(0.1, momentum=0.9), optax.sgd(0.1, momentum=0.9)),
+        (optim.sgd(0.1, momentum=schedule),
+         optax.chain(optax.inject_hyperparams(optax.trace)(decay=schedule), optax.scale_by_learning_rate(0.1))),
+        (optim.sgd(optax.exponential_decay(0.1, 2, 0.5)), optax.sgd(optax.exponential_decay(0.1, 2, 0.5))),
+    ]
+    for ours, theirs in pairs:
+        s_ours, s_theirs = ours.init(params), theirs.init(params)
+        for _ in range(6):
+            g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), dtype), params)
+            u_ours, s_ours = ours.update(g, s_ours)
+            u_theirs, s_theirs = theirs.update(g, s_theirs, params)
+            assert_trees_equal(u_ours, u_theirs)
+            assert all(u.dtype == dtype for u in leaves(u_ours))
 
 
 # ---------------------------------------------------------------- clipping
@@ -128,6 +133,10 @@ def test_clip_by_global_norm_rescales_above_the_threshold_and_leaves_the_rest(dt
     for threshold in (norm * 1.01, np.inf):  # below the threshold: untouched, bit for bit
         tx = optim.clip_by_global_norm(threshold)
         assert_trees_equal(tx.update(grads, tx.init(grads))[0], grads)
+    for threshold in (norm / 4, norm, norm * 1.01, np.inf):  # optax's rule, bit for bit
+        theirs = optax.clip_by_global_norm(jnp.asarray(threshold, dtype))
+        assert_trees_equal(optim.clip_by_global_norm(threshold).update(grads, optax.EmptyState())[0],
+                           theirs.update(grads, optax.EmptyState())[0])
 
 
 def test_counted_clipping_counts_and_matches_optax():
@@ -147,17 +156,11 @@ def test_counted_clipping_counts_and_matches_optax():
     assert optim.counters(optim.msgd_c(0.01, 1.0).init(base)).keys() == {"num_steps", "num_clipped", "last_norm"}
 
 
-def test_elementwise_clip():
-    g = jnp.array([-3.0, -0.2, 0.0, 0.7, 9.0])
-    tx = optim.clip(0.5)
-    np.testing.assert_array_equal(tx.update(g, tx.init(g))[0], np.clip(np.asarray(g), -0.5, 0.5))
-
-
 # ---------------------------------------------------------------- Rprop
 
 
 def tutorial_rprop(grad_fn, w, iterations, eta_p=1.2, eta_n=0.5):
-    """seeds/003's loop (``update_rprop`` plus the weight update), minus signs restored."""
+    """Roelants' counting tutorial's loop (``update_rprop`` plus the weight update), minus signs restored."""
     W = list(w)
     W_delta = [0.001] * len(W)
     W_sign = [0] * len(W)
@@ -275,6 +278,30 @@ def test_optax_rprop_takes_a_different_path_one_call_late():
     assert np.all(np.any(ours != theirs, axis=1))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_irprop_minus_is_optax_rprop_bit_for_bit(dtype):
+    """irprop_minus restates optax.scale_by_rprop (to cast its hyperparameters): same path, same state."""
+    X, t = counting_data()
+    Xj, tj = jnp.asarray(X, dtype), jnp.asarray(t, dtype)
+    grad = jax.grad(lambda w: counting_loss(w, Xj, tj))
+    start = jnp.array([-1.5, 2.0], dtype)
+    for hyper in ({}, dict(learning_rate=0.01, eta_minus=0.3, eta_plus=1.5, min_step_size=1e-3, max_step_size=0.05)):
+        ours = run_optax_path(optim.irprop_minus(**hyper), grad, start, 300)
+        theirs = run_optax_path(optax.rprop(**{"learning_rate": 0.001, **hyper}), grad, start, 300)
+        assert ours.dtype == dtype
+        np.testing.assert_array_equal(ours, theirs)
+    rng = np.random.default_rng(11)  # a tree with zero, flipping and repeated signs
+    params = model_params(rng, dtype)
+    ours, theirs = optim.irprop_minus(), optax.rprop(0.001)
+    s_ours, s_theirs = ours.init(params), theirs.init(params)
+    for k in range(8):
+        g = jax.tree.map(lambda x: jnp.where(jnp.asarray(rng.random(x.shape) < 0.2), 0, x), model_params(rng, dtype))
+        (u_ours, s_ours), (u_theirs, s_theirs) = ours.update(g, s_ours), theirs.update(g, s_theirs)
+        assert_trees_equal(u_ours, u_theirs)
+        assert_trees_equal(s_ours, s_theirs)
+    assert jax.tree_util.tree_structure(s_ours) == jax.tree_util.tree_structure(s_theirs)
+
+
 # ---------------------------------------------------------------- non-finite gradients
 
 
@@ -363,17 +390,10 @@ def test_original_fallback_leaf_selection_and_errors():
         tx.update(grads, tx.init(params), params)
 
 
-# ---------------------------------------------------------------- names, validation
+# ---------------------------------------------------------------- validation
 
 
-def test_get_by_name_and_errors():
-    assert isinstance(optim.get("MSGD-CR", learning_rate=0.01, threshold=1.0), optax.GradientTransformation)
-    for name in optim.OPTIMIZERS:
-        kwargs = {"learning_rate": 0.01} if name == "sgd" else {}
-        tx = optim.get(name, **kwargs)
-        tx.update(jnp.ones(2), tx.init(jnp.zeros(2)), jnp.zeros(2))
-    with pytest.raises(ValueError, match="unknown optimizer 'adam'; expected one of 'sgd', 'msgd'"):
-        optim.get("adam")
+def test_hyperparameter_errors():
     with pytest.raises(ValueError, match=r"learning_rate must lie in \(0.0, inf\), got -0.1"):
         optim.msgd(-0.1)
     with pytest.raises(ValueError, match=r"threshold must lie in \(0.0, inf\], got 0.0"):
@@ -401,7 +421,7 @@ CONFIGS = {
     "teacher_student": lambda lr, thr: optim.teacher_student(lr, updates_per_epoch=2, momentum_switchover=0),
     "rprop_minus": lambda lr, thr: optim.rprop_minus(initial_step=lr, eta_plus=1 + thr / 10),
     "irprop_minus": lambda lr, thr: optim.irprop_minus(lr, max_step_size=thr),
-    "clip": lambda lr, thr: optax.chain(optim.clip(thr), optim.sgd(lr)),
+    "clip-sgd": lambda lr, thr: optax.chain(optim.clip_by_global_norm(thr), optim.sgd(lr)),  # train.paper_optimizer
 }
 
 
