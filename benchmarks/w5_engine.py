@@ -7,7 +7,7 @@ one member-update being one gradient + optimizer step of one member:
 
 * ``engine``: ``rnn_jax.train.train_chunk`` on 64 members, several updates per call
   (vmap of ``train_step``; Elman cells take the fused path, :mod:`rnn_jax.fused`);
-* ``engine-generic``: the same with ``rnn_jax.fused.ENABLED = False``, i.e.
+* ``engine-generic``: the same with ``train.Setup(engine="generic")``, i.e.
   ``vmap(jax.value_and_grad)``, the engine before the fused path;
 * ``engine-sharded``: ``engine`` with the member axis sharded over one XLA host device
   per CPU (``--xla_force_host_platform_device_count``, ``rnn_jax.sweep.shard_members``),
@@ -70,13 +70,13 @@ def _jax_worker(variant, length, members, repeats):
     import jax.numpy as jnp
 
     import rnn_jax
-    from rnn_jax import fused, tasks, train
+    from rnn_jax import tasks, train
 
-    fused.ENABLED = not variant.endswith("generic")
     if variant == "engine-sharded":
         assert jax.device_count() > 1 or (os.cpu_count() or 1) == 1, "XLA_FLAGS did not reach the worker"
     task = tasks.get("temporal_order", min_length=length, max_length=length + 1)  # every sequence `length` long
-    setup = train.Setup(cell=rnn_jax.elman(HIDDEN, "tanh"), task=task, batch_size=BATCH)
+    setup = train.Setup(cell=rnn_jax.elman(HIDDEN, "tanh"), task=task, batch_size=BATCH,
+                        engine="generic" if variant.endswith("generic") else "fused")
     hp = {"learning_rate": jnp.full(members, LEARNING_RATE, jnp.float32), "clip": jnp.full(members, CLIP, jnp.float32)}
     state = train.init_members(setup, range(members), hp)
     if variant == "engine-sharded":

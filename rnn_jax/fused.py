@@ -40,7 +40,8 @@ direct term (the readout's gradient at the steps it reads), valid step t::
     ∂w_hh += y_{t-1}ᵀ d_t,   ∂w_ih += x_tᵀ d_t,   ∂b += Σ_batch d_t
 
 (``y_{t-1}`` is the carry for elman, ``f(s_{t-1})`` for pascanu); a padded step has
-``d_t = 0`` and hands ``δ`` on unchanged. ``f'`` is read off the output ``y = f(·)``:
+``d_t = 0`` and hands ``δ`` on unchanged. ``f'`` is read off the output ``y = f(·)``
+(:attr:`rnn_jax.activations.Activation.derivative_from_output`):
 tanh ``1 − y²``, sigmoid ``y (1 − y)``, relu ``y > 0``, identity 1 -- the values JAX's
 own derivative rules use, so the result equals ``jax.grad`` of
 :func:`rnn_jax.model.loss` to rounding.
@@ -71,12 +72,12 @@ import jax.numpy as jnp
 
 from rnn_jax import _padding
 from rnn_jax import losses as _losses
-from rnn_jax._checks import check_choice, check_floating, check_integer, describe
+from rnn_jax._checks import UserValueError, check_choice, check_floating, check_integer, describe
 from rnn_jax.activations import get as get_activation
 from rnn_jax.cells import Cell, ElmanParams
 from rnn_jax.model import ON, ModelParams
 from rnn_jax.readout import ReadoutParams
-from rnn_jax.regularizer import BOUND
+from rnn_jax.regularizer import BOUND, omega_ratios
 
 Array = jax.Array
 
@@ -92,16 +93,6 @@ BOUNDED = ("tanh", "sigmoid")
 KINDS = ("elman", "pascanu")
 """Cell kinds with a fused path (their one-step Jacobian is ``diag(f') w_hhᵀ``)."""
 
-# f'(a) written in terms of y = f(a): the expressions JAX's derivative rules evaluate
-# (tanh: 1 - ans², logistic: ans (1 - ans), relu: a > 0 <=> y > 0), so rounding matches.
-_DERIVATIVE_OF_OUTPUT: dict[str, Optional[Callable[[Array], Array]]] = {
-    "tanh": lambda y: 1 - y * y,
-    "sigmoid": lambda y: y * (1 - y),
-    "relu": lambda y: (y > 0).astype(y.dtype),
-    "identity": None,  # f' = 1: nothing to multiply
-}
-
-
 class Result(NamedTuple):
     """What :func:`loss_and_grads` returns, one entry per member.
 
@@ -116,22 +107,9 @@ class Result(NamedTuple):
     grads: ModelParams
 
 
-ENABLED = True
-"""The engine takes the fused path where :func:`supports` says so; ``False`` forces the
-generic ``vmap(jax.value_and_grad)`` path (for comparisons). Read when a program is
-traced: programs compiled before a change keep their path."""
-
-
 def supports(cell: Any, *, loss: str, on: str) -> bool:
-    """Whether the engine's fused path handles this cell, loss and reduction (and :data:`ENABLED`)."""
-    return (
-        ENABLED
-        and isinstance(cell, Cell)
-        and cell.kind in KINDS
-        and cell.activation in _DERIVATIVE_OF_OUTPUT
-        and loss in _losses.LOSSES
-        and on in ON
-    )
+    """Whether :func:`loss_and_grads` handles this cell, loss and reduction."""
+    return isinstance(cell, Cell) and cell.kind in KINDS and loss in _losses.LOSSES and on in ON
 
 
 # ---------------------------------------------------------------- small pieces
@@ -149,8 +127,7 @@ def _outer(a: Array, d: Array) -> Array:
 
 def _times_derivative(act: str, g: Array, y: Array) -> Array:
     """``g ⊙ f'(a)`` with ``f'`` read off ``y = f(a)``."""
-    derivative = _DERIVATIVE_OF_OUTPUT[act]
-    return g if derivative is None else g * derivative(y)
+    return g * get_activation(act).derivative_from_output(y)
 
 
 def _loss_terms(kind: str, predictions: Array, targets: Array, weights: Array):
@@ -198,7 +175,6 @@ def _check(cell, params, xs, targets, loss, on, lengths):
         raise TypeError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.elman(8)), got {type(cell).__name__}")
     if cell.kind not in KINDS:
         raise ValueError(f"fused path: expected an elman or pascanu cell, got a {cell.kind!r} cell")
-    check_choice("activation", cell.activation, _DERIVATIVE_OF_OUTPUT)
     check_choice("loss", loss, _losses.LOSSES)
     check_choice("on", on, ON)
     if not (isinstance(params, ModelParams) and isinstance(params.cell, ElmanParams) and isinstance(params.readout, ReadoutParams)):
@@ -388,10 +364,7 @@ def loss_and_grads(
         if regularize:
             # Ω's pair at step t: δ_t (0 at a padded step) and v_t = δ_t J_t
             delta_t = delta if valid is None else jnp.where(valid, delta, 0)
-            norm_delta = jnp.sum(delta_t * delta_t, axis=-1)
-            ok = norm_delta >= bound
-            safe = jnp.where(ok, norm_delta, 1)
-            ratio = jnp.where(ok, jnp.sum(v_k * v_k, axis=-1) / safe, 1)
+            ratio, ok, safe = omega_ratios(delta_t, v_k, bound)
             omega_sum = omega_sum + jnp.sum((ratio - 1) ** 2, axis=-1)
             omega_count = omega_count + jnp.sum(ok, axis=-1).astype(dtype)
             # ∂(r - 1)²/∂v = 4 (r - 1) v / ‖δ‖²; v = d w_hhᵀ (elman) or (δ w_hhᵀ) ⊙ f'(s_{t-1}) (pascanu)
@@ -462,7 +435,8 @@ def engine_loss_and_grads(cell: Cell, loss: str, on: str, regularize: bool) -> C
     every elementwise kernel across threads, which on a loaded machine cost ~20 % more.
     """
     if not supports(cell, loss=loss, on=on):
-        raise ValueError(f"fused path: unsupported cell {cell.kind!r}/{cell.activation!r}, loss {loss!r} or on {on!r}")
+        raise UserValueError(f"fused path: expected an elman or pascanu cell with loss in {tuple(_losses.LOSSES)} and on "
+                             f"in {tuple(ON)}; got a {getattr(cell, 'kind', cell)!r} cell, loss {loss!r}, on {on!r}")
 
     def run(args):
         params, xs, targets, lengths, alpha = args

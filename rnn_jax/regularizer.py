@@ -40,7 +40,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -56,15 +56,6 @@ Array = jax.Array
 PAPER_ALPHA = 4.0  # the paper's weight of Ω (temporal-order experiments)
 CODE_ALPHA = 2.0  # the default of the authors' code
 BOUND = 1e-20  # the code's `bound`: steps with ‖δ_k‖² below it are left out
-
-# σ' written in terms of the elman state h = σ(pre), as the original code does.
-_DERIVATIVE_OF_STATE: dict[str, Callable[[Array], Array]] = {
-    "tanh": lambda h: 1 - h * h,
-    "sigmoid": lambda h: h * (1 - h),
-    "identity": jnp.ones_like,
-    "relu": lambda h: (h > 0).astype(h.dtype),
-}
-
 
 class OmegaAux(NamedTuple):
     """Side results of :func:`omega`.
@@ -82,17 +73,23 @@ class OmegaAux(NamedTuple):
 
 
 def check_cell(cell: Cell) -> None:
-    """Raise unless Ω is defined for ``cell``: an elman or pascanu cell with a known σ'."""
+    """Raise unless Ω is defined for ``cell``: an elman or pascanu cell."""
     _check_is_cell(cell)
     if cell.kind not in ("elman", "pascanu"):
         raise UserValueError(
             f"Ω is defined for Elman-type cells whose one-step Jacobian is diag(σ')·W_hh "
             f"(kinds 'elman', 'pascanu'); got a {cell.kind!r} cell"
         )
-    if cell.activation not in _DERIVATIVE_OF_STATE:
-        raise UserValueError(
-            f"Ω: unsupported activation {cell.activation!r}; expected one of {', '.join(map(repr, _DERIVATIVE_OF_STATE))}"
-        )
+    activations.get(cell.activation)  # σ' known: raises a UserValueError naming the known ones
+
+
+def omega_ratios(deltas: Array, v: Array, bound: float = BOUND):
+    """``r = ‖v‖²/‖δ‖²`` over the last axis where ``valid = ‖δ‖² >= bound``, 1 elsewhere: ``(r, valid,
+    safe)``, ``safe`` the denominator (1 where not valid, so that no NaN reaches a gradient)."""
+    delta_sq = jnp.sum(deltas * deltas, axis=-1)
+    valid = delta_sq >= bound
+    safe = jnp.where(valid, delta_sq, 1)
+    return jnp.where(valid, jnp.sum(v * v, axis=-1) / safe, 1), valid, safe
 
 
 def omega_terms(cell: Cell, w_hh: Array, deltas: Array, states: Array, *, bound: float = BOUND):
@@ -124,15 +121,13 @@ def omega_terms(cell: Cell, w_hh: Array, deltas: Array, states: Array, *, bound:
         )
     deltas = jax.lax.stop_gradient(deltas)
     states = jax.lax.stop_gradient(states)
+    act = activations.get(cell.activation)
     if cell.kind == "elman":
-        v = (deltas * _DERIVATIVE_OF_STATE[cell.activation](states)) @ w_hh.T
+        v = (deltas * act.derivative_from_output(states)) @ w_hh.T
     else:
         previous = jnp.concatenate([jnp.zeros_like(states[..., :1, :]), states[..., :-1, :]], axis=-2)
-        v = (deltas @ w_hh.T) * activations.get(cell.activation).derivative(previous)
-    delta_sq = jnp.sum(deltas * deltas, axis=-1)
-    valid = delta_sq >= bound
-    # a safe denominator: where(valid, x / 0, 1) would still send NaN into the gradient
-    ratios = jnp.where(valid, jnp.sum(v * v, axis=-1) / jnp.where(valid, delta_sq, 1), 1)
+        v = (deltas @ w_hh.T) * act.derivative(previous)
+    ratios, valid, _ = omega_ratios(deltas, v, bound)
     count = jnp.sum(valid)
     omega = jnp.sum((ratios - 1) ** 2) / jnp.maximum(count, 1).astype(w_hh.dtype)  # invalid pairs add 0
     return omega, ratios, valid

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from rnn_jax import fused, model, optim
-from rnn_jax._checks import UserTypeError, UserValueError
+from rnn_jax._checks import UserTypeError, UserValueError, check_choice
 from rnn_jax.cells import Cell
 from rnn_jax.tasks.base import Task, draw_length as batch_draw_length, lengths as batch_lengths
 
@@ -39,6 +39,7 @@ RUNNING, SOLVED, DIVERGED, EXHAUSTED = 0, 1, 2, 3
 STATUS_NAMES = {RUNNING: "running", SOLVED: "solved", DIVERGED: "diverged", EXHAUSTED: "exhausted"}
 
 Hparams = Dict[str, jax.Array]
+ENGINES = ("auto", "fused", "generic")
 
 
 def paper_optimizer(hp: Hparams) -> optax.GradientTransformation:
@@ -75,6 +76,11 @@ class Setup(NamedTuple):
         its length costs: the engine's hand-written pass (:mod:`rnn_jax.fused`, Elman-type
         cells) loops over the drawn length only, not over ``steps``; other cells pay for
         ``steps``. A member trained alone draws the same lengths as in a sweep.
+      engine: how the gradient is computed, one of :data:`ENGINES`: "fused" the hand-written
+        member-batched BPTT of :mod:`rnn_jax.fused` (elman and pascanu cells); "generic"
+        ``jax.value_and_grad`` of :func:`rnn_jax.model.loss` (with ``regularize``:
+        :func:`rnn_jax.regularizer.loss_and_grad_with_omega`), vmapped; "auto" fused where
+        :func:`rnn_jax.fused.supports` the cell, generic elsewhere. Equal to rounding.
     """
 
     cell: Cell
@@ -88,6 +94,7 @@ class Setup(NamedTuple):
     readout_weight_init: Any = "uniform"
     dtype: Any = jnp.float32
     length_seed: int = 0
+    engine: str = "auto"
 
     @property
     def steps(self) -> int:
@@ -144,6 +151,16 @@ def check_hparams(setup: Setup, hparams: Hparams, members: Optional[int] = None)
     return next(iter(sizes.values()))
 
 
+def _use_fused(setup: Setup) -> bool:
+    """Whether ``setup.engine`` takes :mod:`rnn_jax.fused`'s path (raises for an unknown or unsupported engine)."""
+    engine = check_choice("Setup.engine", setup.engine, ENGINES)
+    supported = fused.supports(setup.cell, loss=setup.task.loss, on=setup.task.on)
+    if engine == "fused" and not supported:
+        raise UserValueError(f"Setup.engine='fused': the fused path takes elman and pascanu cells only, got "
+                             f"{getattr(setup.cell, 'kind', setup.cell)!r}; use engine='auto' or 'generic'")
+    return engine == "fused" or (engine == "auto" and supported)
+
+
 def _member_hparams(hparams: Hparams, dtype) -> Hparams:
     return {k: jnp.asarray(v, dtype) if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else jnp.asarray(v)
             for k, v in hparams.items()}
@@ -166,6 +183,7 @@ def init_members(
     """
     seeds = [int(s) for s in seeds]
     check_hparams(setup, hparams, len(seeds))
+    _use_fused(setup)  # a bad engine fails here, not at the first update
     if len(seeds) == 0:
         raise UserValueError("seeds: expected at least one member")
     per_member = []
@@ -193,7 +211,7 @@ def init_members(
 def _loss_and_grads(setup: Setup, hp: Hparams, params, batch):
     lengths = batch_lengths(batch)
     task = setup.task
-    if fused.supports(setup.cell, loss=task.loss, on=task.on):
+    if _use_fused(setup):
         # Elman-type cells: hand-written BPTT whose vmap runs member-batched (rnn_jax.fused);
         # equal to the autodiff path below to rounding, ~3x faster per member-update on a CPU.
         fn = fused.engine_loss_and_grads(setup.cell, task.loss, task.on, bool(setup.regularize))

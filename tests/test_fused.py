@@ -8,6 +8,7 @@ import pytest
 
 import rnn_jax
 from rnn_jax import fused, model, regularizer, tasks, train
+from rnn_jax._checks import UserValueError
 from tests.helpers import CELL_CONFIGS, max_abs_diff
 
 M, B, T, I, H, O = 3, 4, 9, 3, 5, 2
@@ -132,14 +133,6 @@ def test_engine_entry_vmaps_into_groups_and_broadcasts_unbatched_arguments():
     assert _relative(batched[2], want_grads) < 1e-10 and _relative(batched[0], want_loss) < 1e-10
 
 
-def _engine(enabled, setup, hp, seeds, steps):
-    fused.ENABLED = enabled
-    try:
-        return train.train_chunk(setup, hp, train.init_members(setup, seeds, hp), steps)
-    finally:
-        fused.ENABLED = True
-
-
 @pytest.mark.parametrize("regularize", [False, True])
 def test_engine_fused_equals_engine_generic_after_updates(regularize):
     """float32, 25 updates of 6 members on the temporal order task (lengths vary per minibatch):
@@ -147,10 +140,9 @@ def test_engine_fused_equals_engine_generic_after_updates(regularize):
     task = tasks.get("temporal_order", min_length=10, max_length=16)
     hp = {"learning_rate": jnp.full(6, 0.1, jnp.float32), "clip": jnp.array([1.0, 0.3, np.inf] * 2, jnp.float32),
           "alpha": jnp.array([0.0, 2.0, 4.0] * 2, jnp.float32)}
-    base = dict(cell=rnn_jax.elman(12, scheme="basic_tanh"), task=task, batch_size=5, regularize=regularize)
-    # distinct eval_size: train_chunk's jit caches on the Setup, and each path needs its own trace
-    fast = _engine(True, train.Setup(eval_size=100, **base), hp, range(6), 25)
-    slow = _engine(False, train.Setup(eval_size=101, **base), hp, range(6), 25)
+    setups = [train.Setup(rnn_jax.elman(12, scheme="basic_tanh"), task, 5, regularize=regularize, engine=engine)
+              for engine in ("fused", "generic")]
+    fast, slow = [train.train_chunk(setup, hp, train.init_members(setup, range(6), hp), 25) for setup in setups]
     for got, want in zip(jax.tree_util.tree_leaves(fast.params), jax.tree_util.tree_leaves(slow.params)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fast.stats.loss, slow.stats.loss, rtol=1e-5)
@@ -179,5 +171,14 @@ def test_supports_and_bad_arguments():
         fused.loss_and_grads(cell, params, xs, targets, loss="xent", on="every")
     with pytest.raises(ValueError, match=r"lengths: expected shape \(3, 4\)"):
         fused.loss_and_grads(cell, params, xs, targets, loss="xent", lengths=LENGTHS[0])
-    with pytest.raises(ValueError, match="unsupported cell"):
+    with pytest.raises(ValueError, match="fused path: expected an elman or pascanu cell"):
         fused.engine_loss_and_grads(rnn_jax.lstm(H), "xent", "last", False)
+
+
+def test_setup_engine_is_checked():
+    task = tasks.get("temporal_order", min_length=10, max_length=11)
+    hp = {"learning_rate": jnp.full(1, 0.1), "clip": jnp.full(1, 1.0)}
+    with pytest.raises(UserValueError, match="unknown Setup.engine 'fast'; expected one of 'auto', 'fused', 'generic'"):
+        train.init_members(train.Setup(rnn_jax.elman(4), task, 2, engine="fast"), [0], hp)
+    with pytest.raises(UserValueError, match="Setup.engine='fused': the fused path takes elman and pascanu cells only"):
+        train.init_members(train.Setup(rnn_jax.lstm(4), task, 2, engine="fused"), [0], hp)
