@@ -218,10 +218,8 @@ def check_labels(what: str, labels: Any, classes: int, valid: Any = None) -> boo
     return True
 
 
-def check_all_finite(what: str, tree: Any) -> None:
-    """Raise if a concrete pytree holds NaN or Inf; a no-op for traced values."""
-    for leaf in jax.tree_util.tree_leaves(tree):
-        if is_concrete(leaf) and hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
-            if not bool(np.all(np.isfinite(np.asarray(leaf)))):
-                raise UserValueError(f"{what}: contains NaN or Inf ({describe(leaf)})")
+def all_finite(tree: Any) -> jax.Array:
+    """Traced: True iff every entry of every leaf of ``tree`` is finite (True for an empty tree)."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) if leaves else jnp.array(True)
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax._checks import UserTypeError, UserValueError, check_choice, describe, is_concrete
+from rnn_jax._checks import UserTypeError, UserValueError, all_finite, check_choice, describe, is_concrete
 
 Array = jax.Array
 ScalarOrSchedule = Union[float, Array, Callable[[Array], Array]]
@@ -229,11 +229,6 @@ def clip_by_global_norm_counted(threshold: Union[float, Array]) -> optax.Gradien
 # ---------------------------------------------------------------- non-finite gradients
 
 
-def _all_finite(tree: Any) -> Array:
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) if leaves else jnp.array(True)
-
-
 class SkipNonfiniteState(NamedTuple):
     num_skipped: Array  # int32 (): updates skipped because a gradient entry was NaN or Inf
     inner_state: optax.OptState  # the wrapped transformation's state, frozen on skipped steps
@@ -260,7 +255,7 @@ def skip_nonfinite(inner: Optional[optax.GradientTransformation] = None) -> opta
         return SkipNonfiniteState(num_skipped=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
-        finite = _all_finite(updates)
+        finite = all_finite(updates)
         new_updates, new_inner = inner.update(updates, state.inner_state, params, **extra_args)
         return optax.tree.where(finite, new_updates, optax.tree.zeros_like(new_updates)), SkipNonfiniteState(
             num_skipped=jnp.where(finite, state.num_skipped, optax.safe_increment(state.num_skipped)),

@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from rnn_jax import fused, model, optim
-from rnn_jax._checks import UserTypeError, UserValueError, check_choice
+from rnn_jax._checks import UserTypeError, UserValueError, all_finite, check_choice
 from rnn_jax.cells import Cell
 from rnn_jax.tasks.base import Task, draw_length as batch_draw_length, lengths as batch_lengths
 
@@ -229,10 +229,6 @@ def _loss_and_grads(setup: Setup, hp: Hparams, params, batch):
     return loss, jnp.zeros((), loss.dtype), grads
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
-
-
 def minibatch_length(setup: Setup, step: jax.Array) -> jax.Array:
     """The nominal length T of update number ``step`` (int32): uniform over the task's range,
     from ``setup.length_seed`` and ``step`` alone (see :class:`Setup`)."""
@@ -267,7 +263,7 @@ def train_step(setup: Setup, hp: Hparams, state: MemberState, step_limit: Option
     optimizer = setup.make_optimizer(hp)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & _all_finite(params)
+    finite = jnp.isfinite(loss) & all_finite(params)
     commit = running & finite
     keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(commit, n, o), new, old)
     grad_norm = optax.tree.norm(grads)

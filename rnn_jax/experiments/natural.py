@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from rnn_jax import model, next_step, optim
+from rnn_jax._checks import all_finite
 from rnn_jax.cells import Cell
 
 OPTIMIZERS = ("msgd", "msgd_c", "msgd_cr")
@@ -122,10 +123,6 @@ def init_state(program: Program, seeds: Sequence[int], hp: Hparams) -> State:
                  best_step=jnp.zeros(m, jnp.int32), since_best=jnp.zeros(m, jnp.int32))
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
-
-
 def update(program: Program, hp: Hparams, state: State, data, max_steps) -> tuple:
     """One update of ONE member (vmap it): returns ``(state, (loss, grad_norm, clipped, omega))``.
 
@@ -143,7 +140,7 @@ def update(program: Program, hp: Hparams, state: State, data, max_steps) -> tupl
     updates, opt_state = optimizer(hp).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     norm = optim.counters(opt_state)["last_norm"]
-    finite = jnp.isfinite(loss) & _all_finite(params)
+    finite = jnp.isfinite(loss) & all_finite(params)
     commit = active & finite
     keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(commit, n, o), new, old)
     new_state = state._replace(
