@@ -1,11 +1,9 @@
 """Member-batched BPTT for Elman-type cells: the training engine's fast path on the CPU.
 
-The engine (:mod:`rnn_jax.train`) trains M members at once. Written the obvious
-way, ``vmap`` of one member's ``jax.value_and_grad``, XLA:CPU spends ~3.5 ms per
-member-update on the paper's model (T = 200): under ``vmap`` the member axis lands
-in the middle of the stored history (``(T, M, B, H)``, 51 MB at M = 64), autodiff
-materialises a full zero cotangent of it although the loss reads one step, and the
-weight gradients come after transposes of it. Here the same gradient is written
+The engine (:mod:`rnn_jax.train`) trains M members at once. Under ``vmap`` of one
+member's ``jax.value_and_grad`` the member axis lands in the middle of the stored
+history (``(T, M, B, H)``), autodiff materialises a full zero cotangent of it although
+the loss reads one step, and the weight gradients come after transposes of it. Here the same gradient is written
 out by hand for a stack of members ("member-major": the member axis leads every
 array, so every matrix product is a batched product with the batch axis first):
 
@@ -14,17 +12,14 @@ array, so every matrix product is a batched product with the batch axis first):
   outputs stored as ``(M, B, T + 1, H)``;
 * one reverse ``lax.scan`` that propagates ``δ`` (one batched product per step) and
   stores ``d_t``; the loss's cotangent enters only where the loss reads the outputs;
-* each weight gradient is then ONE contraction over (batch, time). Accumulating
-  them inside the loop was measured slower: a per-step ``(M, H, H)`` outer product
-  has a contraction of only B = 20 and its sum is re-read every step.
+* each weight gradient is then ONE contraction over (batch, time) (a per-step
+  ``(M, H, H)`` outer product has a contraction of only B and is re-read every step).
 
 The engine runs this on groups of :data:`MEMBER_GROUP` members in turn
 (:func:`engine_loss_and_grads`): a group's history stays in cache and its
 elementwise kernels are too small for XLA to split them across threads, which on a
-loaded machine costs more than it gains. Measured on 2 shared cores (see
-``benchmarks/w5_engine.py``): ~1 ms per member-update at T = 200, ~0.25 ms at T = 50,
-about as fast per member as the same code on one member -- the three
-``B × H × H`` products per step (60 MFLOP per member-update at T = 200) bound both.
+loaded machine costs more than it gains. The measurements: ``benchmarks/RESULTS.md``,
+"Measurements behind the defaults".
 
 Equations, per member, row-vector layout (``x @ w``), ``⊙`` elementwise, a step is
 *valid* when ``t < length`` (at a padded step the carry is kept and the output is 0)::
@@ -429,10 +424,7 @@ def engine_loss_and_grads(cell: Cell, loss: str, on: str, regularize: bool) -> C
     keeps its one-member form and costs what the hand-batched program costs.
     Arguments a ``vmap`` does not batch are broadcast to the member axis.
 
-    Grouping, measured on 2 shared cores at M = 64, T = 200 (CPU ms per member-update,
-    one process on one core): groups of 1: 0.96, 2: 0.90, 4: 0.89, 8: 1.11, all 64: 1.32.
-    Small groups keep the history in cache; all members at once also let XLA split
-    every elementwise kernel across threads, which on a loaded machine cost ~20 % more.
+    Small groups keep the history in cache (the grouping's measurements: RESULTS.md).
     """
     if not supports(cell, loss=loss, on=on):
         raise UserValueError(f"fused path: expected an elman or pascanu cell with loss in {tuple(_losses.LOSSES)} and on "
