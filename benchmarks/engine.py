@@ -143,6 +143,8 @@ def main(argv=None):
     parser.add_argument("--baseline-tree", default=None, help="a checkout whose run_sweep gives the 'before' figure")
     parser.add_argument("--out", default=os.path.join("benchmarks", "results", "engine.json"))
     parser.add_argument("--only", default="throughput,range,compaction")
+    parser.add_argument("--chunk-steps", type=int, default=500,
+                        help="updates per chunk of the compaction sweep (four chunks; longer amortises compiles)")
     args = parser.parse_args(argv)
     _set_devices(args.devices)
     import jax
@@ -170,7 +172,7 @@ def main(argv=None):
         out["range"] = {"range": ranged, "fixed": fixed, "ratio": ranged["seconds"] / fixed["seconds"],
                         "ratio_per_step": (ranged["seconds"] / ranged["mean_length"]) / (fixed["seconds"] / fixed["mean_length"])}
     if "compaction" in only:
-        chunk, length = (5, 20) if args.quick else (500, 50)
+        chunk, length = (5, 20) if args.quick else (args.chunk_steps, 50)
         comp = {}
         for compact in (True, False):
             with tempfile.TemporaryDirectory() as d:
