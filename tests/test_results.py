@@ -42,7 +42,26 @@ def test_readme_quotes_the_committed_summary(name):
     assert summary["profile"] == ("pilot" if name.endswith("_pilot") else "cpu")
     assert prov["commit"] and prov["wall_seconds"] > 0
     # the summary records the commit that trained the run and the one that wrote it
-    assert summary["trained_by_commit"] == prov["commit"] and summary["written_by_commit"]
+    assert summary["commit"] == prov["commit"] and summary["written_by_commit"]
+    assert len(summary["commit"]) == 40 and all(c in "0123456789abcdef" for c in summary["commit"])
+
+
+def test_a_run_records_the_commits_it_ran_on(tmp_path, monkeypatch):
+    """claim_folder notes the code's commit at every start (once per distinct commit); the summary names them."""
+    import subprocess
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout")
+    out = str(tmp_path / "run")
+    common.claim_folder(out, "x", {"seeds": [0]})
+    common.claim_folder(out, "x", {"seeds": [0]})  # a resume on the same code adds nothing
+    assert common.run_commits(out) == [head]
+    assert common.write_summary(out, {"a": 1})["commit"] == head
+    monkeypatch.setattr(common, "code_commit", lambda: "f" * 40)  # resumed on other code
+    common.claim_folder(out, "x", {"seeds": [0]})
+    summary = common.write_summary(out, {"a": 1})
+    assert summary["commit"] == "f" * 40 and summary["commits"] == [head, "f" * 40]
 
 
 def test_a_changed_number_is_caught(tmp_path):

@@ -97,9 +97,22 @@ def code_commit() -> Optional[str]:
     return commit or None
 
 
+def run_commits(out_dir: str) -> list:
+    """The commits a run in ``out_dir`` ran on, in order (one more each time it resumed on other code)."""
+    path = os.path.join(out_dir, "commits.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
 def write_summary(out_dir: str, summary: dict) -> dict:
-    """Write ``summary.json``, recording the commit of the code that wrote it (``written_by_commit``)."""
+    """Write ``summary.json``, recording the commit the run ran on (``commit``: the last, which finished it;
+    ``commits``: all of them, in order, when it resumed on other code) and the commit of the code that wrote the summary (``written_by_commit``)."""
+    commits = run_commits(out_dir)
     summary = dict(summary, written_by_commit=code_commit())
+    if commits:
+        summary.update(commit=commits[-1], **({"commits": commits} if len(commits) > 1 else {}))
     write_text(out_dir, "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
     return summary
 
@@ -236,7 +249,8 @@ def finite(tree):
 
 
 def claim_folder(out_dir: str, experiment: str, settings: dict) -> None:
-    """Record ``settings`` in ``out_dir/run.json``, or refuse if the folder holds a run with other settings.
+    """Record ``settings`` in ``out_dir/run.json``, or refuse if the folder holds a run with other settings;
+    record the commit of the code it runs on in ``out_dir/commits.json`` (see :func:`run_commits`).
 
     Results are keyed by unit (a sweep numbers its members), so a rerun must use the
     same profile and seeds to resume; anything else needs a new folder.
@@ -251,8 +265,11 @@ def claim_folder(out_dir: str, experiment: str, settings: dict) -> None:
             diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
             raise UserValueError(f"{out_dir} holds a run with other settings (differing: {', '.join(diff)}); "
                              f"expected the same profile and seeds to resume, or use a new output folder")
-        return
-    write_text(out_dir, "run.json", json.dumps(mine, indent=1, sort_keys=True) + "\n")
+    else:
+        write_text(out_dir, "run.json", json.dumps(mine, indent=1, sort_keys=True) + "\n")
+    commits, commit = run_commits(out_dir), code_commit()
+    if commit and commit not in commits:  # the code this (resumed) run trains with
+        write_text(out_dir, "commits.json", json.dumps(commits + [commit]) + "\n")
 
 
 # ---------------------------------------------------------------- committed results and the README

@@ -28,6 +28,15 @@ TOP_FILES = ("table.md", "summary.json", "run.json", "results.jsonl")
 SWEEP_FILES = ("results.jsonl", "chunks.jsonl", "sweep.json")
 
 
+def _full_commit(commit: str) -> str:
+    """``commit`` as a full hash when git knows it (a short hash can become ambiguous)."""
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], capture_output=True,
+                         text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else commit
+
+
 def publish(name: str, run_dir: str, dest: str, command: str, wall_seconds: float, commit: str, **extra) -> str:
     """Copy ``run_dir`` into ``dest``, write its provenance (``extra``: more fields, e.g. a note) and
     return the README block."""
@@ -47,12 +56,14 @@ def publish(name: str, run_dir: str, dest: str, command: str, wall_seconds: floa
             for f in SWEEP_FILES:
                 if os.path.exists(os.path.join(folder, f)):
                     shutil.copy2(os.path.join(folder, f), os.path.join(dest, sub, f))
+    commit = _full_commit(commit)
     prov = common.provenance(command, wall_seconds, commit, **extra)
     common.write_text(dest, "provenance.json", json.dumps(prov, indent=1, sort_keys=True) + "\n")
     with open(os.path.join(dest, "summary.json")) as f:
         summary = json.load(f)
-    # the summary names the commit that trained the run, next to the one that wrote it
-    summary["trained_by_commit"] = commit
+    # the summary names the commit the run ran on (the one given here: runs from before commits.json
+    # did not record it), next to the one that wrote it
+    summary["commit"] = commit
     common.write_text(dest, "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
     return common.readme_block(name, importlib.import_module(MODULES[name]).readme_body(summary, prov))
 
