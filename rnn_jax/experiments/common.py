@@ -15,15 +15,17 @@ writes into ``out_dir``:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
 from rnn_jax._checks import UserTypeError, UserValueError, check_choice
+from rnn_jax import sweep
 from rnn_jax.sweep import append_results, read_results
 
 PROFILE_NAMES = ("tiny", "quick", "full")
@@ -32,6 +34,41 @@ PROFILE_NAMES = ("tiny", "quick", "full")
 def get_profile(profiles: Dict[str, dict], name: str) -> dict:
     """The named profile's settings, with a clear error for unknown names."""
     return dict(profiles[check_choice("profile", name, profiles)])
+
+
+@functools.lru_cache(maxsize=None)
+def make_cell(kind: str, hidden_size: int, forget_bias: float = 0.0):
+    """The cell of ``kind`` for the reproductions that compare architectures: ``rnn`` (Elman tanh), ``lstm``
+    (with ``forget_bias``), ``gru``. Cached, so every unit of a process uses the same cell object and the
+    jitted functions that take it as a static argument compile once per shape."""
+    from rnn_jax import cells
+
+    if kind == "rnn":
+        return cells.elman(hidden_size, "tanh")
+    if kind == "lstm":
+        return cells.lstm(hidden_size, forget_bias=forget_bias)
+    if kind == "gru":
+        return cells.gru(hidden_size)
+    raise ValueError(f"cell: expected one of rnn, lstm, gru, got {kind!r}")
+
+
+def sweep_into(results: "Results", keys: Sequence[str], setup, members: List[dict], path: str, settings: dict,
+               progress: bool, fields: Callable[[dict], dict] = lambda rec: {}) -> float:
+    """Run one sweep of ``members`` (checkpointed in ``path``) and add a results line for each member whose
+    key (``keys[member]``) is not done: ``fields(record)``, then its optimizer, seed, clip, alpha, outcome,
+    steps, error, metrics and the sweep's wall seconds. Returns the seconds."""
+    t0 = time.time()
+    records = sweep.run_sweep(setup, members, path, max_steps=settings["max_steps"], chunk_steps=settings["chunk_steps"],
+                              progress=progress, confirm_size=settings.get("confirm_size"))
+    seconds = time.time() - t0
+    for rec in records:
+        if not results.done(keys[rec["member"]]):
+            m = rec["config"]
+            results.add(keys[rec["member"]], finite(dict(
+                fields(rec), optimizer=m["optimizer"], seed=m["seed"], clip=m["clip"], alpha=m["alpha"],
+                outcome=rec["outcome"], steps=rec["steps"], error=rec["error"], metrics=rec["metrics"],
+                setup_seconds=seconds)))
+    return seconds
 
 
 class Results:

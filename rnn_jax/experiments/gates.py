@@ -100,20 +100,9 @@ TARGET_SCALE_LOG2 = 100
 # ---------------------------------------------------------------- cells and optimizer
 
 
-@functools.lru_cache(maxsize=None)
 def make_cell(kind: str, hidden_size: int) -> _cells.Cell:
-    """The cell of ``kind`` (``rnn``: Elman tanh; ``lstm``: forget bias 0, shifted per member; ``gru``).
-
-    Cached, so every unit of a run uses the same cell object and the jitted
-    functions that take it as a static argument compile once per shape.
-    """
-    if kind == "rnn":
-        return _cells.elman(hidden_size, "tanh")
-    if kind == "lstm":
-        return _cells.lstm(hidden_size, forget_bias=0.0)
-    if kind == "gru":
-        return _cells.gru(hidden_size)
-    raise ValueError(f"cell: expected one of rnn, lstm, gru, got {kind!r}")
+    """The cell of ``kind`` (``rnn``: Elman tanh; ``lstm``: forget bias 0, shifted per member; ``gru``)."""
+    return common.make_cell(kind, hidden_size, forget_bias=0.0)
 
 
 def adam_optimizer(hp: Dict[str, jax.Array]) -> optax.GradientTransformation:

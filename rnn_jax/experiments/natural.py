@@ -39,6 +39,7 @@ import optax
 
 from rnn_jax import model, next_step, optim
 from rnn_jax._checks import all_finite
+from rnn_jax.experiments import common
 from rnn_jax.cells import Cell
 
 OPTIMIZERS = ("msgd", "msgd_c", "msgd_cr")
@@ -377,21 +378,9 @@ class TaskData(NamedTuple):
     info: Dict[str, Any]
 
 
-@functools.lru_cache(maxsize=None)
 def make_cell(kind: str, hidden_size: int) -> Cell:
-    """``rnn``: Elman tanh; ``lstm`` (forget-gate bias 1); ``gru`` -- PyTorch's U(±1/√H) initialisation.
-
-    Cached: every unit of a process uses the same cell object, so compiled programs are reused.
-    """
-    from rnn_jax import cells
-
-    if kind == "rnn":
-        return cells.elman(hidden_size, "tanh")
-    if kind == "lstm":
-        return cells.lstm(hidden_size, forget_bias=1.0)
-    if kind == "gru":
-        return cells.gru(hidden_size)
-    raise ValueError(f"cell: expected one of rnn, lstm, gru, got {kind!r}")
+    """``rnn``: Elman tanh; ``lstm`` (forget-gate bias 1); ``gru`` -- PyTorch's U(±1/√H) initialisation."""
+    return common.make_cell(kind, hidden_size, forget_bias=1.0)
 
 
 def rows_of(cell_kind: str) -> List[str]:
@@ -495,8 +484,6 @@ def run_comparison(out_dir: str, profile: str, cfg: dict, data: TaskData, seeds:
     finished ones). Writes ``table.md``, ``summary.json``, ``learning_curves.png``,
     ``grad_norm_trace.png`` and ``search.png``.
     """
-    from rnn_jax.experiments import common
-
     results = common.Results(out_dir)
     grid = search_grid(cfg["search_budget"], cfg["lr_range"], cfg["clip_range"], cfg["alpha_range"])
     cells_ = list(cfg["cells"])
@@ -532,8 +519,6 @@ def run_comparison(out_dir: str, profile: str, cfg: dict, data: TaskData, seeds:
 
 def summarize(profile: str, cfg: dict, data: TaskData, seeds: Sequence[int], grid, searches, finals) -> dict:
     """Headline numbers: per row the chosen settings and the spread over seeds of each split's loss."""
-    from rnn_jax.experiments import common
-
     rows = {}
     for cell_kind, final in finals.items():
         for opt in rows_of(cell_kind):
@@ -591,8 +576,6 @@ def _verdict_lines(summary: dict) -> list:
 
 def table(summary: dict) -> str:
     """The markdown table: references first, then every row, test loss as mean ± std [min, max] over seeds."""
-    from rnn_jax.experiments import common
-
     unit = summary["unit"]
     n = len(summary["seeds"])
     head = (f"# {summary['data'].get('title', '')} ({summary['profile']} profile)\n\n"
@@ -652,8 +635,6 @@ COLORS = {"tanh RNN MSGD": "tab:red", "tanh RNN MSGD-C": "tab:orange", "tanh RNN
 
 def plots(out_dir: str, cfg: dict, data: TaskData, summary: dict, searches: dict, finals: dict) -> None:
     """learning_curves.png, grad_norm_trace.png and search.png (skipped without matplotlib)."""
-    from rnn_jax.experiments import common
-
     plt = common.pyplot()
     if plt is None:
         return

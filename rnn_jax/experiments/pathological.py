@@ -95,7 +95,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Dict, List, Optional, Sequence
 
 import jax
@@ -437,23 +436,13 @@ def _train(results: common.Results, out_dir: str, folder: str, setup: train.Setu
            keys: List[str], extra: dict, settings: dict, progress: bool) -> List[dict]:
     """Run one sweep (unless every key is done) and record one line per member; returns the lines."""
     path = os.path.join(out_dir, folder)
+    def fields(rec):
+        saved = params_path(path, rec["member"])
+        return dict(extra, member=rec["member"],
+                    params_file=os.path.relpath(saved, out_dir) if os.path.exists(saved) else None)
+
     if not all(results.done(k) for k in keys):
-        t0 = time.time()
-        records = sweep.run_sweep(setup, members, path, max_steps=settings["max_steps"],
-                                  chunk_steps=settings["chunk_steps"], progress=progress,
-                                  confirm_size=settings.get("confirm_size"))
-        seconds = time.time() - t0
-        for rec in records:
-            key = keys[rec["member"]]
-            if not results.done(key):
-                m = rec["config"]
-                saved = params_path(path, rec["member"])
-                results.add(key, common.finite(dict(extra, **{
-                    "member": rec["member"], "optimizer": m["optimizer"], "seed": m["seed"], "clip": m["clip"],
-                    "alpha": m["alpha"], "outcome": rec["outcome"], "steps": rec["steps"], "error": rec["error"],
-                    "metrics": rec["metrics"], "setup_seconds": seconds,
-                    "params_file": os.path.relpath(saved, out_dir) if os.path.exists(saved) else None,
-                })))
+        common.sweep_into(results, keys, setup, members, path, settings, progress, fields)
     return [results.get(k) for k in keys]
 
 

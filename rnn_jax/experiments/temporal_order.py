@@ -58,13 +58,12 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from typing import Dict, List, Sequence
 
 import numpy as np
 
 import rnn_jax
-from rnn_jax import sweep, tasks, train
+from rnn_jax import tasks, train
 from rnn_jax.experiments import common, verdicts
 
 NAME = "temporal_order"
@@ -281,20 +280,8 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
                 bar.update(note=f"{cell} (done earlier)")
                 continue
             setup = make_setup(scheme, length, settings["eval_size"])
-            t0 = time.time()
-            records = sweep.run_sweep(setup, members, os.path.join(out_dir, cell), max_steps=settings["max_steps"],
-                                      chunk_steps=settings["chunk_steps"], progress=progress,
-                                      confirm_size=settings.get("confirm_size"))
-            seconds = time.time() - t0
-            for rec in records:
-                key = keys[rec["member"]]
-                if not results.done(key):
-                    m = rec["config"]
-                    results.add(key, common.finite({
-                        "scheme": scheme, "length": length, "optimizer": m["optimizer"], "seed": m["seed"],
-                        "clip": m["clip"], "alpha": m["alpha"], "outcome": rec["outcome"], "steps": rec["steps"],
-                        "error": rec["error"], "metrics": rec["metrics"], "setup_seconds": seconds,
-                    }))
+            seconds = common.sweep_into(results, keys, setup, members, os.path.join(out_dir, cell), settings, progress,
+                                        lambda rec: {"scheme": scheme, "length": length})
             bar.update(note=f"{cell} ({seconds:.0f} s)")
 
     records = [r for r in results.all() if r["seed"] in chosen and r["scheme"] in schemes
