@@ -605,10 +605,7 @@ def table(summary: dict) -> str:
     if summary.get("verdicts"):
         from rnn_jax.experiments import verdicts
 
-        text += "\n\n## Verdicts\n\nEach claim is decided by the exact test named in its line, on paired seeds, at " \
-                f"α = {verdicts.ALPHA:g}: SHOWN when the test in the claim's direction rejects, CONTRADICTED when " \
-                "the test in the opposite direction rejects, NOT SHOWN otherwise.\n" + \
-                "\n".join(f"- **{v['claim']}**: {v['outcome'].upper()} — {v['statement']}" for v in summary["verdicts"]) + "\n"
+        text += "\n\n" + verdicts.render_markdown(verdicts.Verdict(**v) for v in summary["verdicts"])
     return text
 
 
