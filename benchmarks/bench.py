@@ -52,7 +52,7 @@ def sgd_train_step(loss_fn: Callable, learning_rate: float, value_and_grad: Opti
     """``(params, *args) -> (params - lr * grad, loss)``, not jitted.
 
     ``value_and_grad(params, *args) -> (loss, grads)`` replaces ``jax.value_and_grad(loss_fn)``
-    when given (rnn_jax's engine computes Elman gradients by hand, :mod:`rnn_jax.fused`)."""
+    when given (rnn_jax's engine computes Elman gradients by hand, :mod:`rnn_jax.repro.fused`)."""
     import jax
 
     grad_fn = value_and_grad or jax.value_and_grad(loss_fn)

@@ -30,7 +30,7 @@ import time
 from importlib import metadata
 
 from benchmarks import SCHEMA_VERSION, analysis, report, timing, workloads
-from rnn_jax.cli import positive_int  # argparse type (importing it starts no JAX backend)
+from rnn_jax.repro.cli import positive_int  # argparse type (importing it starts no JAX backend)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(ROOT, "benchmarks")

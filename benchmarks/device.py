@@ -6,7 +6,7 @@ On whatever accelerator JAX sees, in at most 8 minutes end to end, with the harn
    checked equal): rnn_jax with this device's defaults and with each reverse pass × input
    projection; plain JAX; Flax; Equinox; for W3 also ``jax.experimental.rnn.lstm`` (cuDNN on
    NVIDIA GPUs) and its reference scan ``lstm_ref``;
-2. **W5 engine**: the training engine (``rnn_jax.train.train_chunk``, 64 vmapped members)
+2. **W5 engine**: the training engine (``rnn_jax.repro.train.train_chunk``, 64 vmapped members)
    against a Python loop of the same jitted single-member step, member-updates per second
    (:mod:`benchmarks.w5_engine`'s workers);
 3. **LIN**: the sequential against the parallel linear recurrence, T = 1e3 … 1e6

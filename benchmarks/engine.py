@@ -7,13 +7,13 @@
 What it measures, in one process (a comparison is only made between figures of one run):
 
 * **throughput**: ``train.train_chunk`` on 24 members (MSGD, MSGD-C, MSGD-CR x 8 seeds; 50 basic-tanh
-  units, batch 20), its members sharded over every device as :func:`rnn_jax.sweep.run_sweep` does,
+  units, batch 20), its members sharded over every device as :func:`rnn_jax.repro.sweep.run_sweep` does,
   at T = 50, 100, 200 and on the range [50, 200) (one length drawn per update), with Ω
   (``regularize=True``) and without: member-updates per second and member time steps per second
   (member-updates x the mean length drawn);
 * **range against fixed length**: the [50, 200) sweep against the same sweep at its mean length, 125
   (padding every update to 199 steps would cost ~1.6x);
-* **compaction**: :func:`rnn_jax.sweep.run_sweep` on 24 members of which 18 finish (diverge on cue,
+* **compaction**: :func:`rnn_jax.repro.sweep.run_sweep` on 24 members of which 18 finish (diverge on cue,
   :func:`finishing_optimizer`) half-way through the first of four chunks, with finished members leaving the compiled batch
   (``compact=True``) and without (``compact=False``); with ``--baseline-tree`` the same sweep runs
   in a subprocess on that checkout (e.g. the commit before compaction) for the "before" figure.
@@ -41,7 +41,7 @@ def _set_devices(n):
 
 
 def _members(seeds):
-    from rnn_jax.experiments.temporal_order import make_members
+    from rnn_jax.repro.experiments.temporal_order import make_members
 
     return make_members(("MSGD", "MSGD-C", "MSGD-CR"), list(range(seeds)))
 
@@ -61,7 +61,7 @@ def finishing_optimizer(hp):
 
 def _setup(min_length, max_length, regularize, eval_size=1000, **kw):
     import rnn_jax
-    from rnn_jax import tasks, train
+    from rnn_jax.repro import tasks, train
 
     return train.Setup(cell=rnn_jax.elman(50, scheme="basic_tanh"),
                        task=tasks.get("temporal_order", min_length=min_length, max_length=max_length),
@@ -74,7 +74,7 @@ def throughput(min_length, max_length, regularize, seeds, updates, rounds):
     import jax
     import numpy as np
 
-    from rnn_jax import sweep, train
+    from rnn_jax.repro import sweep, train
 
     setup = _setup(min_length, max_length, regularize)
     members = _members(seeds)
@@ -104,7 +104,7 @@ def throughput(min_length, max_length, regularize, seeds, updates, rounds):
 
 def compaction_sweep(out_dir, compact, seeds, chunk_steps, length):
     """Wall time of run_sweep where 3/4 of the members diverge in the first of four chunks."""
-    from rnn_jax import sweep
+    from rnn_jax.repro import sweep
 
     setup = _setup(length, length, True, eval_size=200, make_optimizer=finishing_optimizer)
     members = _members(seeds)

@@ -108,10 +108,10 @@ def build(cfg: SeqConfig, w: dict, d: dict, variant: str) -> Bench:
 
 
 def _engine_value_and_grad(cfg: SeqConfig, cell):
-    """The training engine's gradient of W5's loss (rnn_jax.fused: hand-written BPTT whose
+    """The training engine's gradient of W5's loss (rnn_jax.repro.fused: hand-written BPTT whose
     ``vmap`` runs member-batched), as ``(params, xs, labels) -> (loss, grads)``."""
     import jax.numpy as jnp
-    from rnn_jax import fused
+    from rnn_jax.repro import fused
 
     fn = fused.engine_loss_and_grads(cell, "xent", "last", False)
 
@@ -125,7 +125,7 @@ def _engine_value_and_grad(cfg: SeqConfig, cell):
 
 def build_seeds(cfg: SeqConfig, ws: list, ds: list, variant: str) -> Bench:
     """W5 variants: ``vmap`` and ``loop`` step with the engine's gradient (what
-    ``rnn_jax.train`` runs); ``vmap-autodiff`` and ``loop-autodiff`` with ``jax.value_and_grad``
+    ``rnn_jax.repro.train`` runs); ``vmap-autodiff`` and ``loop-autodiff`` with ``jax.value_and_grad``
     of ``model.loss`` (the engine before its fused path; plain JAX's way)."""
     cell = _cell(cfg)
     base, _, how = variant.partition("-")

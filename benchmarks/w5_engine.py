@@ -5,13 +5,13 @@ task at T = 50 and T = 200 (every sequence T long), 4-class cross-entropy on the
 step, SGD (learning rate 0.01) after clipping the gradient norm at 1. What is timed,
 one member-update being one gradient + optimizer step of one member:
 
-* ``engine``: ``rnn_jax.train.train_chunk`` on 64 members, several updates per call
-  (vmap of ``train_step``; Elman cells take the fused path, :mod:`rnn_jax.fused`);
+* ``engine``: ``rnn_jax.repro.train.train_chunk`` on 64 members, several updates per call
+  (vmap of ``train_step``; Elman cells take the fused path, :mod:`rnn_jax.repro.fused`);
 * ``engine-generic``: the same with ``train.Setup(engine="generic")``, i.e.
   ``vmap(jax.value_and_grad)``, the engine before the fused path;
 * ``engine-sharded``: ``engine`` with the member axis sharded over one XLA host device
-  per CPU (``--xla_force_host_platform_device_count``, ``rnn_jax.sweep.shard_members``),
-  as ``rnn_jax.sweep.run_sweep`` shards it: each device runs its members on its own thread;
+  per CPU (``--xla_force_host_platform_device_count``, ``rnn_jax.repro.sweep.shard_members``),
+  as ``rnn_jax.repro.sweep.run_sweep`` shards it: each device runs its members on its own thread;
 * ``loop``: a Python loop over the 64 members, each one call of the engine's
   ``train_step`` jitted on ONE member (one update per call); it takes the fused path
   with one member;
@@ -70,7 +70,7 @@ def _jax_worker(variant, length, members, repeats):
     import jax.numpy as jnp
 
     import rnn_jax
-    from rnn_jax import tasks, train
+    from rnn_jax.repro import tasks, train
 
     if variant == "engine-sharded":
         assert jax.device_count() > 1 or (os.cpu_count() or 1) == 1, "XLA_FLAGS did not reach the worker"
@@ -80,7 +80,7 @@ def _jax_worker(variant, length, members, repeats):
     hp = {"learning_rate": jnp.full(members, LEARNING_RATE, jnp.float32), "clip": jnp.full(members, CLIP, jnp.float32)}
     state = train.init_members(setup, range(members), hp)
     if variant == "engine-sharded":
-        from rnn_jax import sweep
+        from rnn_jax.repro import sweep
 
         mesh = sweep.member_mesh()
         hp, state = sweep.shard_members(hp, mesh), sweep.shard_members(jax.device_get(state), mesh)

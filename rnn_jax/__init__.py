@@ -1,8 +1,13 @@
 """rnn_jax: recurrent networks as pure JAX functions, and the experiments on why they are hard to train.
 
-Layering, bottom-up (nothing imports upward): activations, initializers -> cells
--> unroll, linear -> readout, losses, model, long -> bptt, diagnostics -> optim, regularizer
--> tasks -> train -> experiments -> cli.
+Two parts (the README's layering table lists every module):
+
+- the library, this package: cells, the scanned unroll and its reverse passes, models and
+  layers, losses, optax chains, gradient diagnostics, long sequences, interop, and the
+  hand-written BPTT reference that checks them;
+- the reproductions, :mod:`rnn_jax.repro`: the source documents' tasks and data, Pascanu's
+  regulariser, the training engine, seed sweeps, the experiments and the ``rnn-jax`` command.
+  ``import rnn_jax`` does not load them; ``rnn_jax.repro`` (or ``import rnn_jax.repro``) does.
 """
 
 from rnn_jax import activations, initializers, losses
@@ -27,13 +32,22 @@ from rnn_jax.linear import linear_recurrence
 from rnn_jax import model
 from rnn_jax.model import ModelParams
 from rnn_jax import long  # chunked checkpointing for long sequences (uses unroll and model)
-from rnn_jax import bptt, diagnostics, layers, optim, regularizer, tasks
+from rnn_jax import bptt, diagnostics, layers, optim
 
 __version__ = "0.1.0"
 
 __all__ = [
     "UserError", "UserTypeError", "UserValueError",
     "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams", "ReverseRule",
-    "activations", "bptt", "default_backward", "default_project_inputs", "diagnostics", "optim", "regularizer", "elman", "gru", "initializers", "layers", "linear_recurrence", "long", "losses", "lstm", "make", "model",
-    "pascanu", "python_unroll", "readout", "readout_init", "tasks", "unroll",
+    "activations", "bptt", "default_backward", "default_project_inputs", "diagnostics", "optim", "elman", "gru", "initializers", "layers", "linear_recurrence", "long", "losses", "lstm", "make", "model",
+    "pascanu", "python_unroll", "readout", "readout_init", "repro", "unroll",
 ]
+
+
+def __getattr__(name):
+    # the reproductions load on first use, so that importing the library stays light
+    if name == "repro":
+        import importlib
+
+        return importlib.import_module("rnn_jax.repro")
+    raise AttributeError(f"module 'rnn_jax' has no attribute {name!r}")

@@ -1,5 +1,5 @@
 import sys
 
-from rnn_jax.cli import main
+from rnn_jax.repro.cli import main
 
 sys.exit(main())

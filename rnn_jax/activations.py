@@ -8,7 +8,7 @@ the pre-activation ``pre``. ``gamma`` is the bound ``max |f'|`` that enters the
 paper's sufficient condition for vanishing gradients (largest singular value of
 ``W_rec`` below ``1 / gamma``). ``derivative_from_output(y)`` is the same ``f'`` written
 in terms of the output ``y = f(pre)`` (``1 - y²`` for tanh): a reverse pass that keeps
-only the outputs (:mod:`rnn_jax.hand_scan`, :mod:`rnn_jax.fused`, :mod:`rnn_jax.regularizer`) needs nothing else.
+only the outputs (:mod:`rnn_jax.hand_scan`, :mod:`rnn_jax.repro.fused`, :mod:`rnn_jax.repro.regularizer`) needs nothing else.
 """
 
 from __future__ import annotations

@@ -521,7 +521,7 @@ def msgd_cr(
 ) -> optax.GradientTransformation:
     """MSGD-CR: clipping plus the regulariser Ω -- the same chain as :func:`msgd_c`.
 
-    Ω needs the data, so its gradient ``α ∂Ω/∂W_hh`` (``rnn_jax.regularizer``)
+    Ω needs the data, so its gradient ``α ∂Ω/∂W_hh`` (``rnn_jax.repro.regularizer``)
     must already be in the gradient passed to ``update``: Algorithm 1 clips the
     norm of the total gradient, Ω's included (as ``RNN.py`` does)::
 

@@ -10,7 +10,7 @@ import time
 
 def small_sweep():
     import rnn_jax
-    from rnn_jax import tasks, train
+    from rnn_jax.repro import tasks, train
 
     task = tasks.get("adding", min_length=10, max_length=12)
     setup = train.Setup(cell=rnn_jax.elman(8, scheme="basic_tanh"), task=task, batch_size=8,
@@ -32,7 +32,7 @@ def main(argv):
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=n, process_id=pid)
-    from rnn_jax import sweep
+    from rnn_jax.repro import sweep
 
     setup, members = small_sweep()
     on_chunk = (lambda c, h: time.sleep(0.05)) if "--slow" in argv else None

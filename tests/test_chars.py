@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 import rnn_jax
-from rnn_jax import model, next_step
-from rnn_jax.data import text as data_text
-from rnn_jax.experiments import chars
+from rnn_jax import model
+from rnn_jax.repro import next_step
+from rnn_jax.repro.data import text as data_text
+from rnn_jax.repro.experiments import chars
 
 HAVE_MUSIC21 = importlib.util.find_spec("music21") is not None
 

@@ -1,6 +1,6 @@
 """The command line: a user's mistake is one line on stderr with exit status 2, a bug keeps its
 traceback; ``--profile`` choices come from the experiments; CPU commands see every core as a
-device (``--devices N`` to choose). Most tests call :func:`rnn_jax.cli.main` in-process; two
+device (``--devices N`` to choose). Most tests call :func:`rnn_jax.repro.cli.main` in-process; two
 start a subprocess, for what only a fresh process shows (XLA_FLAGS is read when JAX starts)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import sys
 import jax
 import pytest
 
-from rnn_jax import cli
+from rnn_jax.repro import cli
 from rnn_jax._checks import UserValueError
-from rnn_jax.experiments import EXPERIMENTS, common
+from rnn_jax.repro.experiments import EXPERIMENTS, common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,8 +128,8 @@ def test_cpu_commands_use_every_core_and_the_library_changes_no_flag():
     """A fresh process: importing rnn_jax leaves XLA_FLAGS alone; `rnn-jax info` then sees
     os.cpu_count() devices (the count flag set before JAX's backend starts)."""
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(cli.HOST_DEVICES_FLAG))
-    script = ("import os, rnn_jax, rnn_jax.cli, rnn_jax.experiments; print('flags', repr(os.environ.get('XLA_FLAGS')));"
-              "import sys; sys.exit(rnn_jax.cli.main(['info']))")
+    script = ("import os, rnn_jax, rnn_jax.repro.cli, rnn_jax.repro.experiments; print('flags', repr(os.environ.get('XLA_FLAGS')));"
+              "import sys; sys.exit(rnn_jax.repro.cli.main(['info']))")
     done = _run(script, flags)
     assert done.returncode == 0, done.stderr
     assert f"flags {flags!r}" in done.stdout
@@ -138,7 +138,7 @@ def test_cpu_commands_use_every_core_and_the_library_changes_no_flag():
 
 def test_devices_option_overrides_the_users_count():
     flags = os.environ.get("XLA_FLAGS", "") + f" {cli.HOST_DEVICES_FLAG}=2"
-    done = _run("import sys, rnn_jax.cli, jax; code = rnn_jax.cli.main(['info', '--devices', '3']);"
+    done = _run("import sys, rnn_jax.repro.cli, jax; code = rnn_jax.repro.cli.main(['info', '--devices', '3']);"
                 "assert jax.device_count() == 3, jax.devices(); sys.exit(code)", flags)
     assert done.returncode == 0, done.stderr
     assert "3 devices" in done.stdout

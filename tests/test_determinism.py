@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import rnn_jax
-from rnn_jax import tasks, train
+from rnn_jax.repro import tasks, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = """
 import hashlib, jax, jax.numpy as jnp, numpy as np, rnn_jax
-from rnn_jax import tasks, train
+from rnn_jax.repro import tasks, train
 setup = train.Setup(cell=rnn_jax.gru(6), task=tasks.get("temporal_order", min_length=10, max_length=14),
                     batch_size=4, eval_size=32, eval_batch_size=32)
 hp = {"learning_rate": jnp.array([0.1, 0.05], jnp.float32), "clip": jnp.array([1.0, 1.0], jnp.float32)}

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax.experiments import counting
-from rnn_jax.tasks.counting import counting_ones_dataset
+from rnn_jax.repro.experiments import counting
+from rnn_jax.repro.tasks.counting import counting_ones_dataset
 
 
 # ---------------------------------------------------------------- the tutorial's code (NumPy), the reference

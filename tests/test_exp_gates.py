@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import losses, train
-from rnn_jax.experiments import gates
+from rnn_jax import losses
+from rnn_jax.repro import train
+from rnn_jax.repro.experiments import gates
 from rnn_jax.readout import readout
 
 TASK, LENGTH = "temporal_order", 30

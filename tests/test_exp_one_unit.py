@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from rnn_jax.experiments import one_unit
+from rnn_jax.repro.experiments import one_unit
 
 
 def np_sigmoid(x):

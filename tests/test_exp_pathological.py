@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from rnn_jax import tasks, train
-from rnn_jax.experiments import pathological as exp
-from rnn_jax.experiments import verdicts
+from rnn_jax.repro import tasks, train
+from rnn_jax.repro.experiments import pathological as exp
+from rnn_jax.repro.experiments import verdicts
 
 TASK = "temporal_order_3bit"
 WINDOWED = ("adding", "multiplication", "temporal_order_3bit")

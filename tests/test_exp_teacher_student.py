@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax.experiments import teacher_student as ts
-from rnn_jax.tasks.teacher import document_inputs, document_student, document_teacher
+from rnn_jax.repro.experiments import teacher_student as ts
+from rnn_jax.repro.tasks.teacher import document_inputs, document_student, document_teacher
 
 LR = 0.001  # my_rnn.py's test_fixed_weights
 

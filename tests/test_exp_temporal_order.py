@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from rnn_jax import train
-from rnn_jax.experiments import common
-from rnn_jax.experiments import temporal_order as exp
+from rnn_jax.repro import train
+from rnn_jax.repro.experiments import common
+from rnn_jax.repro.experiments import temporal_order as exp
 
 
 def _lines(path):

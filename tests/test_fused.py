@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import rnn_jax
-from rnn_jax import fused, model, regularizer, tasks, train
+from rnn_jax import model
+from rnn_jax.repro import fused, regularizer, tasks, train
 from rnn_jax._checks import UserValueError
 from tests.helpers import CELL_CONFIGS, max_abs_diff
 
@@ -72,7 +73,7 @@ def test_loss_and_gradients_equal_autodiff_in_float64(cell_name, loss, on, with_
 
 @pytest.mark.parametrize("cell_name,loss,on", [(c, *CASES[i % 4][:2]) for i, c in enumerate(FUSED_CELLS)])
 def test_omega_and_its_gradient_equal_the_regularizer(cell_name, loss, on):
-    """Ω, the loss and ∂E/∂θ + α ∂Ω/∂w_hh against rnn_jax.regularizer (autodiff through δ)."""
+    """Ω, the loss and ∂E/∂θ + α ∂Ω/∂w_hh against rnn_jax.repro.regularizer (autodiff through δ)."""
     cell = CELL_CONFIGS[cell_name](H)
     params = _members(cell, 3)
     alpha = jnp.array([0.5, 2.0, 4.0], jnp.float64)

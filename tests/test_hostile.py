@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 import rnn_jax
-from rnn_jax import bptt, diagnostics, layers, long, losses, model, optim, regularizer, tasks
+from rnn_jax import bptt, diagnostics, layers, long, losses, model, optim
+from rnn_jax.repro import regularizer, tasks
 from rnn_jax._checks import UserError, UserTypeError, UserValueError
 from rnn_jax.interop import flax as rflax
 from rnn_jax.interop import torch as rtorch
@@ -65,7 +66,7 @@ def xent(labels, **kw):
 def run_experiment(name, **kw):
     import importlib
 
-    module = importlib.import_module(f"rnn_jax.experiments.{name}")
+    module = importlib.import_module(f"rnn_jax.repro.experiments.{name}")
     return lambda: module.run(tempfile.mkdtemp(prefix="rnn_jax_hostile_"), progress=False, **kw)
 
 

@@ -94,8 +94,8 @@ def test_the_checker_finds_an_upward_and_a_private_import(tmp_path):
     """The rule has teeth: an upward import and a private name are reported."""
     mods = dict(_modules())
     fake = tmp_path / "fake.py"
-    fake.write_text("from rnn_jax.train import Setup\nfrom rnn_jax.unroll import _Prepared\n")
+    fake.write_text("from rnn_jax.repro.train import Setup\nfrom rnn_jax.unroll import _Prepared\n")
     found = _imports("rnn_jax.cells", str(fake), mods)
     layers = _layers()
-    assert any(t == "rnn_jax.train" and layers[t] > layers["rnn_jax.cells"] for t, _, _ in found)
+    assert any(t == "rnn_jax.repro.train" and layers[t] > layers["rnn_jax.cells"] for t, _, _ in found)
     assert ("rnn_jax.unroll", "_Prepared", 2) in found

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import rnn_jax
-from rnn_jax import fused, model, tasks, train
-from rnn_jax.tasks.base import lengths as batch_lengths
+from rnn_jax import model
+from rnn_jax.repro import fused, tasks, train
+from rnn_jax.repro.tasks.base import lengths as batch_lengths
 
 M, B, T, I, O = 2, 3, 12, 3, 4
 

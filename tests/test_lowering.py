@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 
 import rnn_jax
-from rnn_jax import layers, long, model, tasks, train
+from rnn_jax import layers, long, model
+from rnn_jax.repro import tasks, train
 
 ACCELERATORS = ("cuda", "tpu")
 KINDS = ("elman", "pascanu", "lstm", "gru")

@@ -16,9 +16,10 @@ import pytest
 from fractions import Fraction
 
 import rnn_jax
-from rnn_jax import diagnostics, model, next_step, regularizer
-from rnn_jax.data import music as data_music
-from rnn_jax.experiments import music, natural
+from rnn_jax import diagnostics, model
+from rnn_jax.repro import next_step, regularizer
+from rnn_jax.repro.data import music as data_music
+from rnn_jax.repro.experiments import music, natural
 
 HAVE_MUSIC21 = importlib.util.find_spec("music21") is not None
 needs_music21 = pytest.mark.skipif(not HAVE_MUSIC21, reason="music21 is not installed (pip install 'rnn_jax[music]')")
@@ -198,7 +199,7 @@ def test_state_gradients_and_omega_equal_the_librarys_for_its_losses():
     deltas = next_step.elman_state_gradients(cell, params.cell.w_hh, ys, direct)
     reference = diagnostics.state_gradients(cell, params, xs, targets, loss="mse", on="every", lengths=lengths)
     np.testing.assert_allclose(deltas, reference.deltas.hidden, atol=1e-14)
-    # softmax cross-entropy: loss, Ω and the regularised gradient equal rnn_jax.regularizer's
+    # softmax cross-entropy: loss, Ω and the regularised gradient equal rnn_jax.repro.regularizer's
     labels = jax.random.randint(jax.random.key(3), (3, 7), 0, 4)
     loss, omega, grads = next_step.loss_and_grad(cell, params, xs, labels, lengths, "softmax", alpha=2.0)
     loss2, omega2, grads2 = regularizer.loss_and_grad_with_omega(cell, params, xs, labels, 2.0, loss="xent",

@@ -21,8 +21,8 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def test_cli_lists_every_installed_experiment():
-    from rnn_jax.cli import build_parser
-    from rnn_jax.experiments import EXPERIMENTS
+    from rnn_jax.repro.cli import build_parser
+    from rnn_jax.repro.experiments import EXPERIMENTS
 
     parser = build_parser()
     choices = parser._subparsers._group_actions[0].choices

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import rnn_jax
-from rnn_jax import diagnostics, model, regularizer
+from rnn_jax import diagnostics, model
+from rnn_jax.repro import regularizer
 from rnn_jax.cells import ElmanParams
 from rnn_jax.model import ModelParams
 from rnn_jax.readout import ReadoutParams

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from rnn_jax.experiments import chars, common, music, pathological, temporal_order
+from rnn_jax.repro.experiments import chars, common, music, pathological, temporal_order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {"temporal_order": temporal_order, "temporal_order_pilot": temporal_order, "pathological": pathological,

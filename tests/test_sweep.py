@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from rnn_jax import sweep
+from rnn_jax.repro import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The subprocesses compile the same programs: share them through JAX's persistent cache.
@@ -142,7 +142,7 @@ def test_exploding_members_are_reported_and_no_file_holds_nan(tmp_path):
     """Exploding regime (large recurrent weights, huge steps, no clipping): the sweep isolates the
     members that go non-finite, the others finish, and no checkpoint or parameter file holds NaN."""
     import rnn_jax
-    from rnn_jax import tasks, train
+    from rnn_jax.repro import tasks, train
 
     setup = train.Setup(cell=rnn_jax.elman(8, "relu"), task=tasks.get("adding", min_length=10, max_length=12),
                         batch_size=8, eval_size=32, eval_batch_size=32)

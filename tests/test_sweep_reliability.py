@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import rnn_jax
-from rnn_jax import sweep, tasks, train
+from rnn_jax.repro import sweep, tasks, train
 
 # One Setup object for every sweep here: train_chunk's jit caches on it.
 SETUP = train.Setup(cell=rnn_jax.elman(4, "relu"), task=tasks.get("temporal_order", min_length=10, max_length=11),
@@ -164,7 +164,7 @@ def test_explosion_statistics_are_the_chunks_norms_counted_by_hand():
 def test_recorded_gradient_norm_is_the_norm_of_the_update_gradient():
     """The norms train_chunk returns are the global norms of jax.grad of the member's minibatch loss."""
     from rnn_jax import model
-    from rnn_jax.tasks.base import lengths as batch_lengths
+    from rnn_jax.repro.tasks.base import lengths as batch_lengths
 
     hp = {"learning_rate": jnp.array([0.01], jnp.float32), "clip": jnp.array([1.0], jnp.float32)}
     state = train.init_members(SETUP, [4], hp)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import rnn_jax
-from rnn_jax import tasks
+from rnn_jax.repro import tasks
 
 PATHOLOGICAL = [
     "temporal_order", "temporal_order_3bit", "adding", "multiplication", "random_permutation", "noiseless_memorization",

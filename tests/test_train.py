@@ -7,7 +7,8 @@ import numpy as np
 import optax
 
 import rnn_jax
-from rnn_jax import model, tasks, train
+from rnn_jax import model
+from rnn_jax.repro import tasks, train
 from tests.helpers import max_abs_diff
 
 

@@ -1,4 +1,4 @@
-"""rnn_jax.experiments.verdicts: the exact tests against scipy.stats, and every claim coming out
+"""rnn_jax.repro.experiments.verdicts: the exact tests against scipy.stats, and every claim coming out
 "shown", "not shown", "contradicted" (and "not tested") on recorded rows, with the printed
 p-values recomputed independently with scipy from the same rows."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.stats as st
 
-from rnn_jax.experiments import verdicts as V
+from rnn_jax.repro.experiments import verdicts as V
 
 ALPHA = 0.05
 ALTS = ("two-sided", "greater", "less")
