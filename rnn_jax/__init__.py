@@ -12,20 +12,8 @@ Two parts (the README's layering table lists every module):
 
 from rnn_jax import activations, initializers, losses
 from rnn_jax._checks import UserError, UserTypeError, UserValueError
-from rnn_jax.cells import (
-    Cell,
-    ElmanParams,
-    GRUParams,
-    LSTMParams,
-    LSTMState,
-    ReverseRule,
-    RNNState,
-    elman,
-    gru,
-    lstm,
-    make,
-    pascanu,
-)
+from rnn_jax import cells
+from rnn_jax.cells import *  # noqa: F403 (the cells and their types: rnn_jax.cells.__all__)
 from rnn_jax.readout import ReadoutParams, readout, readout_init
 from rnn_jax.unroll import default_backward, default_project_inputs, python_unroll, unroll
 from rnn_jax.linear import linear_recurrence
@@ -38,9 +26,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "UserError", "UserTypeError", "UserValueError",
-    "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "ModelParams", "RNNState", "ReadoutParams", "ReverseRule",
-    "activations", "bptt", "default_backward", "default_project_inputs", "diagnostics", "optim", "elman", "gru", "initializers", "layers", "linear_recurrence", "long", "losses", "lstm", "make", "model",
-    "pascanu", "python_unroll", "readout", "readout_init", "repro", "unroll",
+    *cells.__all__, "ModelParams", "ReadoutParams",
+    "activations", "bptt", "default_backward", "default_project_inputs", "diagnostics", "optim", "initializers", "layers", "linear_recurrence", "long", "losses", "model",
+    "python_unroll", "readout", "readout_init", "repro", "unroll",
 ]
 
 

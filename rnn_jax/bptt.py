@@ -49,7 +49,7 @@ from rnn_jax import losses as _losses
 from rnn_jax._checks import (
     UserTypeError, UserValueError, check_choice, check_floating, check_integer, check_labels, describe, is_concrete,
 )
-from rnn_jax.cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, RNNState
+from rnn_jax.cells import Cell, ElmanParams, GRUParams, LSTMParams, LSTMState, MGUParams, RNNState
 from rnn_jax.model import ON, ModelParams
 from rnn_jax.readout import ReadoutParams, check_readout_params
 
@@ -231,20 +231,53 @@ def _gru_backward(params: GRUParams, act, carry: RNNState, x, internals: _GRUInt
     return RNNState(dh * z + d_hh @ params.w_hh.T), grads, d_xp @ params.w_ih.T
 
 
+class _MGUInternals(NamedTuple):
+    pre_f: np.ndarray  # (B, H) the gate's pre-activation
+    pre_n: np.ndarray  # (B, H) the candidate's: x w_in + b_n + (f ⊙ h_prev) w_hn
+
+
+def _mgu_step(params: MGUParams, act, carry: RNNState, x):
+    xf, xn = np.split(x @ params.w_ih + params.b, 2, axis=-1)
+    pre_f = xf + carry.hidden @ params.w_hh
+    f = _SIGMOID.fn(pre_f)
+    pre_n = xn + (f * carry.hidden) @ params.w_hn
+    h = (1 - f) * carry.hidden + f * _TANH.fn(pre_n)
+    return RNNState(h), h, _MGUInternals(pre_f, pre_n)
+
+
+def _mgu_backward(params: MGUParams, act, carry: RNNState, x, internals: _MGUInternals, d_new: RNNState):
+    h_prev, dh = carry.hidden, d_new.hidden
+    f, n = _SIGMOID.fn(internals.pre_f), _TANH.fn(internals.pre_n)
+    d_pre_n = dh * f * _TANH.derivative(internals.pre_n)
+    d_gated = d_pre_n @ params.w_hn.T  # of f ⊙ h_prev
+    d_pre_f = (dh * (n - h_prev) + d_gated * h_prev) * _SIGMOID.derivative(internals.pre_f)
+    d_xp = np.concatenate([d_pre_f, d_pre_n], axis=-1)  # of x w_ih + b
+    grads = MGUParams(w_ih=x.T @ d_xp, w_hh=h_prev.T @ d_pre_f, b=d_xp.sum(axis=0), w_hn=(f * h_prev).T @ d_pre_n)
+    return RNNState(dh * (1 - f) + d_gated * f + d_pre_f @ params.w_hh.T), grads, d_xp @ params.w_ih.T
+
+
 class _Kind(NamedTuple):
     step: Callable
     output_vjp: Callable
     backward: Callable
     params_type: type
     carry_type: type
-    gates: int  # blocks of H columns in w_ih, w_hh and b
+    shapes: Callable  # (H, input_size) -> {parameter: shape}
+
+
+def _blocks(g, **extra):
+    """Shapes of ``w_ih (I, gH)``, ``w_hh (H, gH)``, ``b (gH,)`` and ``extra`` ``(H,)`` or ``(H, H)``."""
+    return lambda h, i: {"w_ih": (i, g * h), "w_hh": (h, g * h), "b": (g * h,),
+                         **{name: (h,) * rank for name, rank in extra.items()}}
 
 
 KINDS = {
-    "elman": _Kind(_elman_step, _hidden_output_vjp, _elman_backward, ElmanParams, RNNState, 1),
-    "pascanu": _Kind(_pascanu_step, _pascanu_output_vjp, _pascanu_backward, ElmanParams, RNNState, 1),
-    "lstm": _Kind(_lstm_step, _lstm_output_vjp, _lstm_backward, LSTMParams, LSTMState, 4),
-    "gru": _Kind(_gru_step, _hidden_output_vjp, _gru_backward, GRUParams, RNNState, 3),
+    "elman": _Kind(_elman_step, _hidden_output_vjp, _elman_backward, ElmanParams, RNNState, _blocks(1)),
+    "pascanu": _Kind(_pascanu_step, _pascanu_output_vjp, _pascanu_backward, ElmanParams, RNNState, _blocks(1)),
+    "lstm": _Kind(_lstm_step, _lstm_output_vjp, _lstm_backward, LSTMParams, LSTMState, _blocks(4)),
+    "gru": _Kind(_gru_step, _hidden_output_vjp, _gru_backward, GRUParams, RNNState, _blocks(3, b_hn=1)),
+    "mgu": _Kind(_mgu_step, _hidden_output_vjp, _mgu_backward, MGUParams, RNNState,
+                 lambda h, i: {"w_ih": (i, 2 * h), "w_hh": (h, h), "b": (2 * h,), "w_hn": (h, h)}),
 }
 """The cell kinds with a hand-written backward step."""
 
@@ -290,10 +323,11 @@ def _read_inputs(cell, params, xs, lengths, initial_carry, what: str, reverse: b
                             f"(fields {', '.join(kind.params_type._fields)}), got {type(params).__name__}")
     for name, leaf in zip(params._fields, params):
         check_floating(f"{what}.{name}", leaf)
-    h, columns, dtype = cell.hidden_size, kind.gates * cell.hidden_size, params.w_ih.dtype
+    h, dtype = cell.hidden_size, params.w_ih.dtype
+    columns = kind.shapes(h, 0)["w_ih"][1]
     if params.w_ih.ndim != 2 or params.w_ih.shape[1] != columns:
         raise UserValueError(f"{what}.w_ih: expected shape (input_size, {columns}), got {tuple(params.w_ih.shape)}")
-    expected = {"w_hh": (h, columns), "b": (columns,), "b_hn": (h,)}
+    expected = kind.shapes(h, params.w_ih.shape[0])
     for name, leaf in zip(params._fields[1:], params[1:]):
         if tuple(leaf.shape) != expected[name]:
             raise UserValueError(f"{what}.{name}: expected shape {expected[name]}, got {tuple(leaf.shape)}")

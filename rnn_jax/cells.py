@@ -1,7 +1,8 @@
 """Recurrent cells as pure functions over named parameter pytrees.
 
-A cell is a :class:`Cell`, a ``NamedTuple`` of pure functions returned by a small
-constructor (:func:`elman`, :func:`pascanu`, :func:`lstm`, :func:`gru`)::
+A cell is a :class:`Cell`, an immutable bundle of pure functions returned by a small
+constructor (:func:`elman`, :func:`pascanu`, :func:`lstm`, :func:`gru`, :func:`mgu`) and
+compared by the arguments it was built from::
 
     cell = rnn_jax.lstm(hidden_size=64, forget_bias=1.0)
     params = cell.init(jax.random.key(0), input_size=8)      # LSTMParams(...)
@@ -19,6 +20,10 @@ cells concatenate their gates along the output axis in PyTorch's order
 Every cell also exposes ``project(params, x) = x @ w_ih + b`` and
 ``step_projected(params, carry, xp)``, with ``step = step_projected ∘ project``,
 so an unroll may compute the input projection for all steps at once.
+
+A new cell is a constructor here (and its transcription in the hand-written reference,
+:mod:`rnn_jax.bptt`): what the rest of the library needs (its output, parameter shapes,
+reverse rule, :class:`Traits`) travels with the :class:`Cell`.
 """
 
 from __future__ import annotations
@@ -28,12 +33,18 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax import activations, initializers
 from rnn_jax._checks import (
     UserTypeError, UserValueError, check_batch_shape, check_choice, check_float_dtype, check_floating, check_key,
     check_positive_int, check_real, describe,
 )
+
+__all__ = [
+    "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "MGUParams", "ReverseRule", "RNNState", "Traits",
+    "elman", "gru", "lstm", "make", "mgu", "pascanu",
+]
 
 Array = jax.Array
 
@@ -96,45 +107,96 @@ class GRUParams(NamedTuple):
     b_hn: Array
 
 
-class Cell(NamedTuple):
-    """A recurrent cell: a bundle of pure functions plus its static configuration.
+class Traits(NamedTuple):
+    """What code outside the cell definitions may rely on about a cell, besides its functions.
 
     Attributes:
-      kind: ``"elman"``, ``"pascanu"``, ``"lstm"`` or ``"gru"``.
+      recurrence: the Elman-type recurrences Pascanu et al. analyse (one block, one
+        elementwise ``f``): ``"activated"`` when the carry is ``h_t = f(h_{t-1} @ w_hh + xp_t)``
+        and is the output (:func:`elman`), ``"preactivation"`` when the carry is
+        ``x_t = f(x_{t-1}) @ w_hh + xp_t`` and the output ``f(x_t)`` (:func:`pascanu`); None
+        for other cells. The paper's regulariser, its vanishing bound and the fused engine
+        need one of the two.
+      summed: ``combine`` reads ``xp`` and ``hh`` only through ``xp + hh`` (a reverse pass may
+        store their sum alone); for cells without a :class:`ReverseRule`.
+    """
+
+    recurrence: Optional[str] = None
+    summed: bool = False
+
+
+class Cell:
+    """A recurrent cell: pure functions plus the static configuration they were built from.
+
+    Cells compare and hash by that configuration (``lstm(64) == lstm(64)``), so a cell is a
+    valid static argument of ``jax.jit``: equal cells share one compiled program. They are
+    immutable.
+
+    Attributes:
+      kind: the constructor's name (``"elman"``, ``"pascanu"``, ``"lstm"``, ``"gru"``,
+        ``"mgu"``), for messages and for the hand-written reference; nothing else switches on it.
+      config: the constructor's arguments, frozen (what equality and hashing compare).
       hidden_size: number of units H.
-      activation: name of the state nonlinearity (``tanh`` for LSTM and GRU).
-      gates: number of gate blocks G (1, 1, 4, 3).
+      activation: name of the state nonlinearity (``tanh`` for the gated cells).
       init: ``init(key, input_size, dtype=jnp.float32) -> params``.
       initial_carry: ``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry`` (zeros).
       step: ``step(params, carry, x) -> (carry, y)``; ``y`` is what a readout sees.
+      output: ``output(carry) -> y``, the step's output as a function of its new carry.
+      params_type, carry_type: the parameters' and the carry's NamedTuple classes.
+      param_shapes: ``param_shapes(input_size) -> {name: shape}`` for every parameter.
       project: ``project(params, x) -> x @ w_ih + b`` of shape (..., G*H).
-      step_projected: ``step_projected(params, carry, xp) -> (carry, y)``.
-      params_type: the parameters' NamedTuple class.
-      carry_type: the carry's NamedTuple class.
+      step_projected: ``step_projected(params, carry, xp) -> (carry, y)``; ``step`` is
+        ``step_projected ∘ project`` (so an unroll may project every step's input at once).
       recurrent_input: ``recurrent_input(carry) -> m``, what multiplies ``w_hh``
         (``carry.hidden``; ``σ(carry.hidden)`` for :func:`pascanu`).
       combine: ``combine(params, carry, xp, hh) -> (carry, y)``, the step given the
         input projection ``xp`` and the recurrent product ``hh = m @ w_hh``; it reads
-        no parameter but ``b_hn``. ``step_projected`` is ``combine`` after the product,
-        and the hand-written reverse pass (:mod:`rnn_jax.hand_scan`) differentiates it.
-      reverse_rule: a :class:`ReverseRule` (Elman, LSTM, GRU) or None: ``combine`` with its
-        derivative written out, for a reverse pass that keeps only what it needs.
+        no parameter but those outside ``w_ih``, ``w_hh``, ``b`` (GRU's ``b_hn``).
+        ``step_projected`` is ``combine`` after the product, and the hand-written reverse
+        pass (:mod:`rnn_jax.hand_scan`) differentiates it.
+      reverse_rule: a :class:`ReverseRule` or None: ``combine`` with its derivative written
+        out, for a reverse pass that keeps only what it needs.
+      traits: :class:`Traits`.
     """
 
-    kind: str
-    hidden_size: int
-    activation: str
-    gates: int
-    init: Callable[..., Any]
-    initial_carry: Callable[..., Any]
-    step: Callable[..., Any]
-    project: Callable[..., Any]
-    step_projected: Callable[..., Any]
-    params_type: type
-    carry_type: type
-    recurrent_input: Optional[Callable[..., Any]] = None
-    combine: Optional[Callable[..., Any]] = None
-    reverse_rule: Optional["ReverseRule"] = None
+    __slots__ = ("kind", "config", "hidden_size", "activation", "init", "initial_carry", "step", "output",
+                 "params_type", "carry_type", "param_shapes", "project", "step_projected", "recurrent_input",
+                 "combine", "reverse_rule", "traits")
+
+    def __init__(self, **fields):
+        missing = set(self.__slots__) - set(fields)
+        if missing:
+            raise TypeError(f"Cell: missing {', '.join(sorted(missing))}")
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Cell is immutable; build a new one with rnn_jax.{self.kind}(...)")
+
+    def _key(self):
+        return (self.kind, self.config)
+
+    def __eq__(self, other):
+        return isinstance(other, Cell) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        args = ", ".join(f"{name}={value!r}" for name, value in self.config)
+        return f"{self.kind}({args})"
+
+    def replace(self, **changes) -> "Cell":
+        """A copy with some fields changed (e.g. ``reverse_rule=None``); the changes join the
+        configuration, so the copy is not equal to the original."""
+        unknown = set(changes) - set(self.__slots__) - {"config"}
+        if unknown or "config" in changes:
+            raise UserTypeError(f"Cell.replace: expected fields among {', '.join(self.__slots__[2:])}, "
+                                f"got {', '.join(sorted(unknown | ({'config'} & set(changes))))}")
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        fields["config"] = self.config + tuple((f"replaced {name}", _freeze(v)) for name, v in sorted(changes.items()))
+        return Cell(**fields)
 
 
 class ReverseRule(NamedTuple):
@@ -180,27 +242,35 @@ def check_cell(cell: Any, what: str = "cell") -> Cell:
 
 
 def check_params(cell: Cell, params: Any) -> int:
-    """Check ``params`` against ``cell`` at trace time and return the input size."""
+    """Check ``params`` against ``cell`` at trace time (type, floating dtypes, one dtype, the
+    shapes of :attr:`Cell.param_shapes`) and return the input size, the first parameter's
+    leading axis."""
     check_cell(cell)
     if not isinstance(params, cell.params_type):
         raise UserTypeError(
             f"{cell.kind} cell: expected parameters of type {cell.params_type.__name__} "
             f"(fields {', '.join(cell.params_type._fields)}), got {type(params).__name__}"
         )
-    h, g = cell.hidden_size, cell.gates
-    w_ih = params.w_ih
     for name in params._fields:
         check_floating(f"{cell.kind} params.{name}", getattr(params, name))
-    if w_ih.ndim != 2 or w_ih.shape[1] != g * h:
-        raise UserValueError(f"{cell.kind} params.w_ih: expected shape (input_size, {g * h}), got {tuple(w_ih.shape)}")
-    expected = {"w_hh": (h, g * h), "b": (g * h,), "b_hn": (h,)}
+    first, lead = params._fields[0], params[0]
+    columns = cell.param_shapes(1)[first][1:]
+    if lead.ndim != 1 + len(columns) or tuple(lead.shape[1:]) != columns:
+        raise UserValueError(f"{cell.kind} params.{first}: expected shape (input_size, {', '.join(map(str, columns))}), "
+                             f"got {tuple(lead.shape)}")
+    expected = cell.param_shapes(int(lead.shape[0]))
     for name in params._fields[1:]:
         leaf = getattr(params, name)
         if tuple(leaf.shape) != expected[name]:
             raise UserValueError(f"{cell.kind} params.{name}: expected shape {expected[name]}, got {tuple(leaf.shape)}")
-        if leaf.dtype != w_ih.dtype:
-            raise UserTypeError(f"{cell.kind} params.{name}: expected dtype {w_ih.dtype} like w_ih, got {leaf.dtype}")
-    return int(w_ih.shape[0])
+        if leaf.dtype != lead.dtype:
+            raise UserTypeError(f"{cell.kind} params.{name}: expected dtype {lead.dtype} like {first}, got {leaf.dtype}")
+    return int(lead.shape[0])
+
+
+def params_dtype(params: Any):
+    """The dtype of a cell's parameters (all share one; :func:`check_params` checks it)."""
+    return params[0].dtype
 
 
 def check_carry(cell: Cell, carry: Any, batch_shape: tuple, dtype) -> None:
@@ -223,13 +293,13 @@ def check_carry(cell: Cell, carry: Any, batch_shape: tuple, dtype) -> None:
 def _check_step_input(cell: Cell, params, carry, x) -> None:
     """``step``'s checks: the parameters, ``x`` of shape ``(..., input_size)`` in their dtype, and a
     carry of the cell's type with leaves ``x.shape[:-1] + (H,)`` (no broadcasting between them)."""
-    input_size = check_params(cell, params)
+    input_size, dtype = check_params(cell, params), params_dtype(params)
     check_floating(f"{cell.kind} step input x", x)
     if x.ndim < 1 or x.shape[-1] != input_size:
         raise UserValueError(f"{cell.kind} step input x: expected shape (..., {input_size}), got {tuple(x.shape)}")
-    if x.dtype != params.w_ih.dtype:
-        raise UserTypeError(f"{cell.kind} step input x: expected dtype {params.w_ih.dtype} to match the parameters, got {x.dtype}")
-    check_carry(cell, carry, tuple(x.shape[:-1]), params.w_ih.dtype)
+    if x.dtype != dtype:
+        raise UserTypeError(f"{cell.kind} step input x: expected dtype {dtype} to match the parameters, got {x.dtype}")
+    check_carry(cell, carry, tuple(x.shape[:-1]), dtype)
 
 
 def _check_init_args(kind: str, key, input_size, dtype):
@@ -274,8 +344,29 @@ def _without_saved(forward):
     return combine
 
 
-def _build(kind, hidden_size, activation, gates, init, combine, params_type, carry_type, recurrent_input=_hidden,
-           reverse_rule=None) -> Cell:
+def _freeze(value):
+    """A constructor argument as a hashable, comparable value (arrays by dtype, shape and values;
+    a callable initialiser by identity)."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        array = np.asarray(value)
+        return ("array", str(array.dtype), array.shape, tuple(array.ravel().tolist()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _gated_shapes(hidden_size, blocks, extra=None):
+    """``param_shapes`` of a cell with ``w_ih (I, blocks*H)``, ``w_hh (H, blocks*H)``, ``b (blocks*H,)``."""
+    h = hidden_size
+
+    def param_shapes(input_size):
+        return {"w_ih": (input_size, blocks * h), "w_hh": (h, blocks * h), "b": (blocks * h,), **(extra or {})}
+
+    return param_shapes
+
+
+def _build(kind, config, hidden_size, activation, init, combine, params_type, carry_type, param_shapes, *,
+           recurrent_input=_hidden, output=_hidden, reverse_rule=None, traits=Traits()) -> Cell:
     """Assemble a :class:`Cell`; ``step`` validates its arguments then projects and steps."""
     cell = None
 
@@ -286,8 +377,11 @@ def _build(kind, hidden_size, activation, gates, init, combine, params_type, car
         _check_step_input(cell, params, carry, x)
         return step_projected(params, carry, _project_single(params, x))
 
-    cell = Cell(kind, hidden_size, activation, gates, init, _make_initial_carry(carry_type, hidden_size), step,
-                _project_single, step_projected, params_type, carry_type, recurrent_input, combine, reverse_rule)
+    cell = Cell(kind=kind, config=tuple((name, _freeze(v)) for name, v in config.items()), hidden_size=hidden_size,
+                activation=activation, init=init, initial_carry=_make_initial_carry(carry_type, hidden_size), step=step,
+                output=output, params_type=params_type, carry_type=carry_type, param_shapes=param_shapes,
+                project=_project_single, step_projected=step_projected, recurrent_input=recurrent_input,
+                combine=combine, reverse_rule=reverse_rule, traits=traits)
     return cell
 
 
@@ -305,14 +399,11 @@ def _elman_family(kind, hidden_size, activation, scheme, input_init, recurrent_i
         activation = s_act if activation is None else activation
     activation = "tanh" if activation is None else activation
     act = activations.get(activation)
-    inits = _resolve_inits(
-        kind,
-        hidden_size,
-        "uniform" if input_init is None else input_init,
-        "uniform" if recurrent_init is None else recurrent_init,
-        "uniform" if bias_init is None else bias_init,
-    )
-    return hidden_size, act, inits
+    specs = ["uniform" if spec is None else spec for spec in (input_init, recurrent_init, bias_init)]
+    inits = _resolve_inits(kind, hidden_size, *specs)
+    config = dict(hidden_size=hidden_size, activation=act.name, input_init=specs[0], recurrent_init=specs[1],
+                  bias_init=specs[2])
+    return hidden_size, act, inits, config
 
 
 def _elman_init(kind, hidden_size, inits):
@@ -355,7 +446,8 @@ def elman(
         :data:`rnn_jax.initializers.NAMED` or a callable ``(key, shape, dtype)``.
         Default: PyTorch's U(-1/√H, 1/√H) for all three.
     """
-    hidden_size, act, inits = _elman_family("elman", hidden_size, activation, scheme, input_init, recurrent_init, bias_init)
+    hidden_size, act, inits, config = _elman_family("elman", hidden_size, activation, scheme, input_init,
+                                                    recurrent_init, bias_init)
 
     def forward(params, carry, xp, hh):
         h = act.fn(xp + hh)
@@ -366,8 +458,9 @@ def elman(
         return RNNState(times_w_hh_t(d_z)), (d_z,)
 
     init = _elman_init("elman", hidden_size, inits)
-    return _build("elman", hidden_size, act.name, 1, init, _without_saved(forward), ElmanParams, RNNState,
-                  reverse_rule=ReverseRule(forward, backward))
+    return _build("elman", config, hidden_size, act.name, init, _without_saved(forward), ElmanParams, RNNState,
+                  _gated_shapes(hidden_size, 1), reverse_rule=ReverseRule(forward, backward),
+                  traits=Traits(recurrence="activated"))
 
 
 def pascanu(
@@ -385,15 +478,18 @@ def pascanu(
     ``y_t = σ(x_t)``, the quantity a readout sees. Arguments as in :func:`elman`
     (``w_ih`` is ``W_in``, ``w_hh`` is ``W_rec``, both transposed).
     """
-    hidden_size, act, inits = _elman_family("pascanu", hidden_size, activation, scheme, input_init, recurrent_init, bias_init)
+    hidden_size, act, inits, config = _elman_family("pascanu", hidden_size, activation, scheme, input_init,
+                                                    recurrent_init, bias_init)
 
     def combine(params, carry, xp, hh):
         x = hh + xp
         return RNNState(x), act.fn(x)
 
     init = _elman_init("pascanu", hidden_size, inits)
-    return _build("pascanu", hidden_size, act.name, 1, init, combine, ElmanParams, RNNState,
-                  recurrent_input=lambda carry: act.fn(carry.hidden))
+    state_output = lambda carry: act.fn(carry.hidden)
+    return _build("pascanu", config, hidden_size, act.name, init, combine, ElmanParams, RNNState,
+                  _gated_shapes(hidden_size, 1), recurrent_input=state_output, output=state_output,
+                  traits=Traits(recurrence="preactivation", summed=True))
 
 
 # ---------------------------------------------------------------- LSTM
@@ -458,7 +554,12 @@ def lstm(
         )
         return LSTMState(times_w_hh_t(d_z), d_c * f), (d_z,)
 
-    return _build("lstm", h, "tanh", 4, init, _without_saved(forward), LSTMParams, LSTMState,
+    # a number and a 0-d array of it are one configuration; a per-unit array, its values
+    bias_values = np.asarray(forget_bias, np.float64)
+    config = dict(hidden_size=h, forget_bias=float(bias_values) if bias_values.ndim == 0 else tuple(bias_values.tolist()),
+                  input_init=input_init, recurrent_init=recurrent_init,
+                  bias_init=bias_init)
+    return _build("lstm", config, h, "tanh", init, _without_saved(forward), LSTMParams, LSTMState, _gated_shapes(h, 4),
                   reverse_rule=ReverseRule(forward, backward))
 
 
@@ -521,12 +622,69 @@ def gru(
     def extra_grads(d_blocks):
         return {"b_hn": d_blocks[3].reshape(-1, h).sum(axis=0)}
 
-    return _build("gru", h, "tanh", 3, init, _without_saved(forward), GRUParams, RNNState,
-                  reverse_rule=ReverseRule(forward, backward, xp_blocks=xp_blocks, hh_blocks=hh_blocks,
+    config = dict(hidden_size=h, input_init=input_init, recurrent_init=recurrent_init, bias_init=bias_init)
+    return _build("gru", config, h, "tanh", init, _without_saved(forward), GRUParams, RNNState,
+                  _gated_shapes(h, 3, {"b_hn": (h,)}), reverse_rule=ReverseRule(forward, backward, xp_blocks=xp_blocks, hh_blocks=hh_blocks,
                                            extra_grads=extra_grads))
 
 
-CELLS = {"elman": elman, "pascanu": pascanu, "lstm": lstm, "gru": gru}
+# ---------------------------------------------------------------- MGU
+
+
+class MGUParams(NamedTuple):
+    """Parameters of :func:`mgu`; input blocks along the last axis in order f, n.
+
+    w_ih: (input_size, 2H); w_hh: (H, H), the forget gate's recurrent weight; b: (2H,);
+    w_hn: (H, H), the candidate's recurrent weight, applied to ``f ⊙ h``.
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b: Array
+    w_hn: Array
+
+
+def mgu(
+    hidden_size: int,
+    *,
+    input_init: InitSpec = "uniform",
+    recurrent_init: InitSpec = "uniform",
+    bias_init: InitSpec = "uniform",
+) -> Cell:
+    """Minimal gated unit (Zhou, Wu, Zhang & Zhou 2016, "Minimal Gated Unit for Recurrent
+    Neural Networks"), one gate that both forgets and resets::
+
+        f = σ(x W_if + h W_hf + b_f)
+        n = tanh(x W_in + (f ⊙ h) W_hn + b_n)
+        h' = (1 − f) ⊙ h + f ⊙ n,        output y = h'
+
+    ``w_hh`` is ``W_hf`` alone (the candidate's recurrent product waits for the gate), so
+    ``combine`` reads ``w_hn`` itself, as the GRU's reads ``b_hn``.
+    """
+    hidden_size = check_positive_int("mgu hidden_size", hidden_size)
+    inits = _resolve_inits("mgu", hidden_size, input_init, recurrent_init, bias_init)
+    h = hidden_size
+
+    def init(key, input_size, dtype=jnp.float32):
+        dtype = _check_init_args("mgu", key, input_size, dtype)
+        k_ih, k_hh, k_b, k_hn = jax.random.split(key, 4)
+        return MGUParams(inits[0](k_ih, (input_size, 2 * h), dtype), inits[1](k_hh, (h, h), dtype),
+                         inits[2](k_b, (2 * h,), dtype), inits[1](k_hn, (h, h), dtype))
+
+    def combine(params, carry, xp, hh):
+        f = jax.nn.sigmoid(xp[..., :h] + hh)
+        n = jnp.tanh(xp[..., h:] + (f * carry.hidden) @ params.w_hn)
+        hidden = (1 - f) * carry.hidden + f * n
+        return RNNState(hidden), hidden
+
+    def param_shapes(input_size):
+        return {"w_ih": (input_size, 2 * h), "w_hh": (h, h), "b": (2 * h,), "w_hn": (h, h)}
+
+    config = dict(hidden_size=h, input_init=input_init, recurrent_init=recurrent_init, bias_init=bias_init)
+    return _build("mgu", config, h, "tanh", init, combine, MGUParams, RNNState, param_shapes)
+
+
+CELLS = {"elman": elman, "pascanu": pascanu, "lstm": lstm, "gru": gru, "mgu": mgu}
 
 
 def make(kind: str, hidden_size: int, **kwargs) -> Cell:

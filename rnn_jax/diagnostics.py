@@ -52,7 +52,7 @@ import numpy as np
 from rnn_jax import activations
 from rnn_jax import losses as _losses
 from rnn_jax._checks import UserTypeError, UserValueError, as_lengths, check_choice, check_floating, describe
-from rnn_jax.cells import Cell, check_cell
+from rnn_jax.cells import Cell, check_cell, params_dtype
 from rnn_jax.model import ON, ModelParams, check_model_params, loss_from_outputs
 from rnn_jax.unroll import masked_scan, unroll
 
@@ -77,20 +77,6 @@ class StateGradients(NamedTuple):
     deltas: Any
     carries: Any
     norms: Array
-
-
-def _output_of_carry(cell: Cell) -> Callable[[Any], Array]:
-    """What the readout sees as a function of the carry: ``y_k = out(s_k)``.
-
-    A perturbation of ``s_k`` must reach the readout at step ``k`` as well as the
-    later steps, so the scan recomputes ``y_k`` from the perturbed carry.
-    """
-    if cell.kind == "pascanu":
-        fn = activations.get(cell.activation).fn
-        return lambda carry: fn(carry.hidden)
-    if cell.kind in ("elman", "lstm", "gru"):
-        return lambda carry: carry.hidden
-    raise UserValueError(f"state gradients: no output map for cell kind {cell.kind!r}; expected elman, pascanu, lstm or gru")
 
 
 def _cell_params(params):
@@ -146,7 +132,7 @@ def perturbed_loss(
         check_floating(f"perturbations.{name}", leaf)
         if tuple(leaf.shape) != shape or leaf.dtype != dtype:
             raise UserValueError(f"perturbations.{name}: expected shape {shape} and dtype {dtype}, got {describe(leaf)}")
-    output_of = _output_of_carry(cell)
+    output_of = cell.output  # a perturbed s_k reaches the readout at step k too
 
     def step(carry, inp):
         x, eps = inp
@@ -180,7 +166,7 @@ def state_gradients(
     :func:`perturbed_loss`. jit- and vmap-able.
     """
     check_model_params(cell, params)
-    zeros = zero_perturbations(cell, xs, _cell_params(params).w_ih.dtype)
+    zeros = zero_perturbations(cell, xs, params_dtype(_cell_params(params)))
     grad_fn = jax.value_and_grad(
         lambda eps: perturbed_loss(cell, params, xs, targets, eps, loss=loss, on=on, lengths=lengths), has_aux=True
     )
@@ -258,7 +244,7 @@ def closed_form_step_jacobians(cell: Cell, params, xs: Array, *, initial_carry=N
     """
     check_cell(cell)
     rule = cell.reverse_rule
-    if rule is None and cell.kind != "pascanu":
+    if rule is None and cell.traits.recurrence != "preactivation":
         raise UserValueError(f"closed_form_step_jacobians: expected a cell with a ReverseRule or a pascanu cell, "
                              f"got a {cell.kind} cell")
     params = _cell_params(params)
@@ -376,7 +362,7 @@ def vanishing_condition(cell_or_activation: Union[Cell, str, activations.Activat
       w_hh: the square recurrent matrix ``(H, H)``.
     """
     if isinstance(cell_or_activation, Cell):
-        if cell_or_activation.kind not in ("elman", "pascanu"):
+        if cell_or_activation.traits.recurrence is None:
             raise UserValueError(
                 f"vanishing_condition: the bound holds for Elman-type recurrences s = σ(s @ W_hh + ...); "
                 f"expected an elman or pascanu cell, got a {cell_or_activation.kind} cell"

@@ -41,9 +41,6 @@ _NOT_IN_COMBINE = ("w_ih", "w_hh", "b")
 # The smallest stack a reverse step's cotangent block is written over (else it is stacked
 # anew): below a core's L2 cache the copy costs more than the memory saved (RESULTS.md).
 IN_PLACE_MIN_BYTES = 2 * 2**20
-# Cell kinds without a ReverseRule whose ``combine`` reads ``xp`` and ``hh`` only through
-# ``xp + hh`` (a GRU's reset gate multiplies the recurrent part of the candidate alone).
-SUMMED_KINDS = frozenset({"pascanu"})
 
 
 def _step_indices(stack):
@@ -106,7 +103,7 @@ def hand_scan(
 
     # Cells whose combine reads xp and hh only through their sum store z = xp + hh (one
     # (T, *batch, G*H) residual instead of two) and stack one cotangent, d_z = d_xp = d_hh.
-    summed = cell.kind in SUMMED_KINDS
+    summed = cell.traits.summed
 
     def forward(params, xp, carry0, lengths):
         small, w_hh = _small(params), params.w_hh

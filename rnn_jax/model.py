@@ -55,8 +55,8 @@ def check_model_params(cell: Cell, params: Any) -> None:
             f"params: expected rnn_jax.model.ModelParams(cell=..., readout=...) (from rnn_jax.model.init), "
             f"got {describe(params)}"
         )
-    dtype = getattr(params.cell, "w_ih", None)
-    check_readout_params(params.readout, "params.readout", cell.hidden_size, getattr(dtype, "dtype", None))
+    leaves = jax.tree_util.tree_leaves(params.cell)
+    check_readout_params(params.readout, "params.readout", cell.hidden_size, getattr(leaves[0], "dtype", None) if leaves else None)
 
 
 def predict(cell: Cell, params: ModelParams, xs: jax.Array, *, on: str = "last", lengths=None, **unroll_kwargs):

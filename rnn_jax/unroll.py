@@ -33,7 +33,7 @@ from rnn_jax._checks import (
 )
 from rnn_jax._padding import hold_padded, valid_at, valid_steps
 from rnn_jax._platforms import OTHER, per_platform, table_key
-from rnn_jax.cells import Cell, check_carry, check_cell, check_params
+from rnn_jax.cells import Cell, check_carry, check_cell, check_params, params_dtype
 from rnn_jax.hand_scan import hand_scan
 
 # The tables below are keyed by backend, "cpu", "gpu" (CUDA and ROCm) and "tpu"; a backend
@@ -41,31 +41,16 @@ from rnn_jax.hand_scan import hand_scan
 # LOWERED for (rnn_jax._platforms: jax.lax.platform_dependent), so a program exported for cuda
 # on a CPU host gets the gpu entries. Editing a table changes what later traces choose.
 #
-# Whether to compute x @ w_ih + b for all steps before the loop, per (backend, cell kind):
-# on CPU the projection inside the step was faster for LSTM and GRU (hoisting materialises a
-# (T, B, G*H) tensor and its gradient); on accelerators hoisting turns T small matmuls into one.
-PROJECT_INPUTS_DEFAULT = {
-    "cpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
-    "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
-    "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
-}
-# The same with the hand-written reverse pass (which projects Pascanu's inputs ahead always).
-PROJECT_INPUTS_HAND_DEFAULT = {
-    "cpu": {"elman": False, "pascanu": True, "lstm": False, "gru": False},
-    "gpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
-    "tpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
-}
-
-
-# Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (True) or
-# autodiff of the scan, per (backend, cell kind): hand on CPU, where it was faster for every
+# Whether to compute x @ w_ih + b for all steps before the loop, per backend: on CPU the
+# projection inside the step was faster (hoisting materialises a (T, B, G*H) tensor and its
+# gradient); on accelerators hoisting turns T small matmuls into one. (The hand pass of a
+# cell without a ReverseRule always projects ahead: resolve_project_inputs.)
+PROJECT_INPUTS_DEFAULT = {"cpu": False, "gpu": True, "tpu": True}
+# Whether unroll's reverse pass is the hand-written one of rnn_jax.hand_scan (for cells with
+# a combine) or autodiff of the scan, per backend: hand on CPU, where it was faster for every
 # cell; autodiff on accelerators until `python -m benchmarks --profile device` says otherwise.
 # The measurements behind both tables: benchmarks/RESULTS.md, "Measurements behind the defaults".
-HAND_BACKWARD_DEFAULT = {
-    "cpu": {"elman": True, "pascanu": True, "lstm": True, "gru": True},
-    "gpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
-    "tpu": {"elman": False, "pascanu": False, "lstm": False, "gru": False},
-}
+HAND_BACKWARD_DEFAULT = {"cpu": True, "gpu": False, "tpu": False}
 BACKWARDS = ("hand", "autodiff")
 
 
@@ -77,8 +62,8 @@ def default_backward(cell: Cell, backend: Optional[str] = None) -> str:
     program is lowered for, whatever the host's default.
     """
     backend = table_key(backend or jax.default_backend())
-    table = HAND_BACKWARD_DEFAULT.get(backend, HAND_BACKWARD_DEFAULT["gpu"])
-    return "hand" if table.get(cell.kind, False) and cell.combine is not None else "autodiff"
+    hand = HAND_BACKWARD_DEFAULT.get(backend, HAND_BACKWARD_DEFAULT["gpu"])
+    return "hand" if hand and cell.combine is not None else "autodiff"
 
 
 def resolve_backward(cell: Cell, backward: Optional[str] = None, *, remat: bool = False,
@@ -101,10 +86,10 @@ def resolve_backward(cell: Cell, backward: Optional[str] = None, *, remat: bool 
 def default_project_inputs(cell: Cell, backend: Optional[str] = None, backward: str = "autodiff") -> bool:
     """The measured default for ``project_inputs`` on ``backend`` (as in
     :func:`default_backward`; default JAX's default backend) with the reverse pass ``backward``."""
+    if backward == "hand" and cell.reverse_rule is None:
+        return True
     backend = table_key(backend or jax.default_backend())
-    tables = PROJECT_INPUTS_HAND_DEFAULT if backward == "hand" else PROJECT_INPUTS_DEFAULT
-    table = tables.get(backend, tables["gpu"])
-    return table.get(cell.kind, True)
+    return PROJECT_INPUTS_DEFAULT.get(backend, PROJECT_INPUTS_DEFAULT["gpu"])
 
 
 def resolve_project_inputs(cell: Cell, backward: str, project_inputs: Optional[bool] = None,
@@ -128,8 +113,7 @@ def _prepare(cell: Cell, params, xs, initial_carry, lengths, time_major) -> _Pre
     """Validate every argument at trace time and bring ``xs`` to time-major layout."""
     check_cell(cell)
     time_major = check_bool("time_major", time_major)
-    input_size = check_params(cell, params)
-    dtype = params.w_ih.dtype
+    input_size, dtype = check_params(cell, params), params_dtype(params)
     check_floating("xs", xs)
     if xs.ndim not in (2, 3):
         raise UserValueError(

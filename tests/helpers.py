@@ -18,6 +18,7 @@ CELL_CONFIGS = {
     "pascanu-sigmoid": lambda h: rnn_jax.pascanu(h, "sigmoid"),
     "lstm": lambda h: rnn_jax.lstm(h, forget_bias=1.0),
     "gru": lambda h: rnn_jax.gru(h),
+    "mgu": lambda h: rnn_jax.mgu(h),
 }
 
 

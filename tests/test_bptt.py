@@ -402,9 +402,9 @@ def _small_problem():
 def test_bad_arguments_raise_clearly():
     cell, params, xs, target = _small_problem()
     with pytest.raises(ValueError, match="unknown cell kind.*'mystery'.*'elman', 'pascanu', 'lstm', 'gru'"):
-        bptt(cell._replace(kind="mystery"), params, xs, target)
+        bptt(cell.replace(kind="mystery"), params, xs, target)
     with pytest.raises(ValueError, match="unknown cell kind"):
-        forward(cell._replace(kind="mystery"), params.cell, xs)
+        forward(cell.replace(kind="mystery"), params.cell, xs)
     with pytest.raises(TypeError, match="expected an rnn_jax Cell"):
         bptt("elman", params, xs, target)
     with pytest.raises(ValueError, match="unknown loss 'mae'"):

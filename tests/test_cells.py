@@ -1,5 +1,7 @@
 """Cells against a NumPy transcription of their published equations, and the initialisers."""
 
+from functools import partial
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -40,6 +42,13 @@ def numpy_step(cell, p, carry, x):
         z = np_sigmoid(gi[H:2 * H] + gh[H:2 * H])
         n = np.tanh(gi[2 * H:] + r * (gh[2 * H:] + p["b_hn"]))
         h = (1 - z) * n + z * h_prev
+        return (h,), h
+    if cell.kind == "mgu":  # Zhou et al. (2016), eq. 7-9
+        W_i = p["w_ih"].T
+        gi = W_i @ x + p["b"]
+        f = np_sigmoid(gi[:H] + p["w_hh"].T @ h_prev)
+        n = np.tanh(gi[H:] + p["w_hn"].T @ (f * h_prev))
+        h = (1 - f) * h_prev + f * n
         return (h,), h
     raise AssertionError(cell.kind)
 
@@ -153,3 +162,43 @@ def test_init_is_deterministic_and_key_dependent():
     # the legacy uint32[2] keys work too and agree with themselves
     d = cell.init(jax.random.PRNGKey(0), 3)
     assert all(np.isfinite(leaf).all() for leaf in d)
+
+
+def test_cells_compare_and_hash_by_configuration_so_equal_cells_compile_once():
+    """Two cells built alike are equal and hash alike (a jit static argument traces once for
+    both); any difference of configuration makes them unequal (a second trace)."""
+    same = [rnn_jax.lstm(4, forget_bias=1.0), rnn_jax.lstm(4, forget_bias=jnp.ones(4)[0] * 1.0)]
+    assert same[0] == same[1] and hash(same[0]) == hash(same[1])
+    assert rnn_jax.elman(4) == rnn_jax.elman(4, "tanh") == rnn_jax.make("elman", 4)
+    s_in, s_rec, s_act = initializers.PAPER_SCHEMES["basic_tanh"]
+    assert rnn_jax.elman(4, scheme="basic_tanh") == rnn_jax.elman(4, s_act, input_init=s_in, recurrent_init=s_rec,
+                                                                  bias_init="zeros")
+    different = [rnn_jax.lstm(4), rnn_jax.lstm(5), rnn_jax.lstm(4, forget_bias=1.0), rnn_jax.gru(4), rnn_jax.mgu(4),
+                 rnn_jax.elman(4), rnn_jax.elman(4, "relu"), rnn_jax.pascanu(4), rnn_jax.lstm(4, bias_init="zeros"),
+                 rnn_jax.lstm(4, forget_bias=np.array([1.0, 0.0, 0.0, 0.0])), rnn_jax.lstm(4).replace(reverse_rule=None)]
+    for i, a in enumerate(different):
+        for j, b in enumerate(different):
+            assert (a == b) == (i == j), (a, b)
+    traces = []
+
+    @partial(jax.jit, static_argnums=0)
+    def first_output(cell, params, x):
+        traces.append(cell.kind)
+        return cell.step(params, cell.initial_carry(x.shape[:-1], x.dtype), x)[1]
+
+    params = same[0].init(jax.random.key(0), 3)
+    x = jnp.ones((2, 3), jnp.float32)
+    first_output(same[0], params, x)
+    first_output(same[1], params, x)
+    first_output(rnn_jax.lstm(4, forget_bias=1.0), params, x)
+    assert traces == ["lstm"]
+    first_output(rnn_jax.lstm(4), params, x)
+    assert traces == ["lstm", "lstm"]
+
+
+def test_a_cell_is_immutable_and_replace_names_its_fields():
+    cell = rnn_jax.gru(3)
+    with pytest.raises(AttributeError, match="immutable"):
+        cell.hidden_size = 4
+    with pytest.raises(TypeError, match="expected fields among"):
+        cell.replace(colour="red")

@@ -113,7 +113,7 @@ def test_cells_without_a_rule_take_the_vjp_path(name):
     """A cell without a ReverseRule (a user's own, or a built-in one with it removed) is
     differentiated through jax.vjp of its combine at every reverse step: the same gradients."""
     cell, params, xs, carry = _problem(name, seed=4)
-    bare = cell._replace(reverse_rule=None)
+    bare = cell.replace(reverse_rule=None)
     for reverse, lengths in [(False, LENGTHS), (True, None)]:
         grads = [
             jax.grad(_unroll_loss(c, how, reverse, lengths), argnums=(0, 1, 2))(params.cell, xs, carry)

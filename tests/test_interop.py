@@ -317,6 +317,9 @@ def test_torch_conversion_errors(torch):
     pascanu = rnn_jax.pascanu(4)
     with pytest.raises(ValueError, match="pascanu cell .* has no PyTorch counterpart"):
         rtorch.to_torch(pascanu, _random_model_params(pascanu, jnp.float32))
+    mgu = rnn_jax.mgu(4)  # a cell PyTorch lacks is refused by name, not translated as another
+    with pytest.raises(ValueError, match="mgu cell has no PyTorch counterpart"):
+        rtorch.to_torch(mgu, _random_model_params(mgu, jnp.float32))
     sig = rnn_jax.elman(4, "sigmoid")
     with pytest.raises(ValueError, match="unsupported nonlinearity 'sigmoid'"):
         rtorch.to_torch_state_dict(sig, _random_model_params(sig, jnp.float32))
@@ -522,6 +525,11 @@ def test_flax_conversion_errors(nn):
     pascanu = rnn_jax.pascanu(4)
     with pytest.raises(ValueError, match="pascanu cell .* has no Flax counterpart"):
         rflax.to_flax(pascanu, _random_model_params(pascanu, jnp.float32))
+    mgu = rnn_jax.mgu(4)
+    with pytest.raises(ValueError, match="mgu cell has no Flax counterpart"):
+        rflax.to_flax(mgu, _random_model_params(mgu, jnp.float32))
+    with pytest.raises(ValueError, match="mgu cell has no Flax counterpart"):
+        rflax.params_to_flax(mgu, mgu.init(jax.random.key(0), 3))
     stack = layers.stacked([rnn_jax.gru(4), rnn_jax.gru(4)])
     with pytest.raises(TypeError, match="no stacked RNN module"):
         rflax.to_flax(stack, _random_model_params(stack, jnp.float32))

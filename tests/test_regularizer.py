@@ -261,6 +261,6 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(TypeError, match="ModelParams"):
         regularizer.omega(cell, params.cell, xs, targets)
     with pytest.raises(ValueError, match="unknown activation 'softplus'"):
-        regularizer.omega(cell._replace(activation="softplus"), params, xs, targets)
+        regularizer.omega(cell.replace(activation="softplus"), params, xs, targets)
     with pytest.raises(ValueError, match=r"\(4, 4\)"):
         regularizer.omega_terms(rnn_jax.elman(4), jnp.zeros((3, 3)), jnp.zeros((2, 4)), jnp.zeros((2, 4)))

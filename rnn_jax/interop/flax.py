@@ -119,6 +119,10 @@ def params_from_flax(flax_params: Mapping):
                      cat(["i" + g for g in GRU_GATES], "bias"), jnp.asarray(tree["hn"]["bias"]))
 
 
+COUNTERPARTS = {"elman": "SimpleCell", "lstm": "LSTMCell", "gru": "GRUCell"}
+"""The rnn_jax cells with a Flax counterpart (the translation is per named cell of each library)."""
+
+
 def _check_cell_for_flax(cell: Cell) -> None:
     if not isinstance(cell, Cell):
         raise UserTypeError(f"to Flax: expected an rnn_jax Cell, got {describe(cell)}")
@@ -127,6 +131,9 @@ def _check_cell_for_flax(cell: Cell) -> None:
             "to Flax: the pascanu cell (the paper's pre-activation state x_t = W σ(x_{t-1}) + ...) has no Flax "
             "counterpart; use rnn_jax.elman for a SimpleCell"
         )
+    if cell.kind not in COUNTERPARTS:
+        raise UserValueError(f"to Flax: the {cell.kind} cell has no Flax counterpart; expected one of "
+                             f"{', '.join(f'{k} ({v})' for k, v in COUNTERPARTS.items())}")
 
 
 def params_to_flax(cell: Cell, params) -> dict:
@@ -283,7 +290,9 @@ def carry_from_flax(cell: Cell, carry):
 
     Leaves must be floating arrays of shape ``(..., H)``, the same for ``c`` and ``h``."""
     check_cell(cell)
-    if cell.kind == "lstm":
+    _check_cell_for_flax(cell)
+    lstm = cell.carry_type is LSTMState
+    if lstm:
         if not (isinstance(carry, (tuple, list)) and len(carry) == 2):
             raise UserTypeError(f"carry_from_flax: expected Flax's LSTM carry (c, h), got {describe(carry)}")
         c, h = carry
@@ -297,12 +306,13 @@ def carry_from_flax(cell: Cell, carry):
                 f"carry_from_flax: {name} has shape {tuple(leaf.shape)}; expected (..., {cell.hidden_size}) "
                 f"(the {cell.kind} cell's hidden size, the same for c and h)"
             )
-    return LSTMState(h, c) if cell.kind == "lstm" else RNNState(carry)
+    return LSTMState(h, c) if lstm else RNNState(carry)
 
 
 def carry_to_flax(cell: Cell, carry):
     """rnn_jax carry -> Flax carry: ``LSTMState(h, c)`` -> ``(c, h)``; ``RNNState(h)`` -> ``h``."""
     check_cell(cell)
+    _check_cell_for_flax(cell)
     if not isinstance(carry, cell.carry_type):
         raise UserTypeError(f"carry_to_flax: expected a {cell.carry_type.__name__}, got {describe(carry)}")
-    return (carry.cell, carry.hidden) if cell.kind == "lstm" else carry.hidden
+    return (carry.cell, carry.hidden) if isinstance(carry, LSTMState) else carry.hidden

@@ -325,6 +325,9 @@ def _torch_kind(cells: list) -> tuple:
                 "to PyTorch: the pascanu cell (the paper's pre-activation state x_t = W σ(x_{t-1}) + ...) has no "
                 "PyTorch counterpart; use rnn_jax.elman for an nn.RNN"
             )
+        if cell.kind not in _TORCH_KINDS:
+            raise UserValueError(f"to PyTorch: the {cell.kind} cell has no PyTorch counterpart; expected an elman "
+                                 f"(nn.RNN), lstm (nn.LSTM) or gru (nn.GRU) cell")
         if cell.kind == "elman" and cell.activation not in NONLINEARITIES:
             raise UserValueError(
                 f"to PyTorch: unsupported nonlinearity {cell.activation!r} for nn.RNN; PyTorch has only 'tanh' and 'relu'"
@@ -339,8 +342,10 @@ def _torch_kind(cells: list) -> tuple:
                 f"to PyTorch: mismatched hidden sizes {first.hidden_size} and {cell.hidden_size}; a PyTorch module "
                 f"has one hidden_size for every layer and direction"
             )
-    kind = {"elman": "rnn", "lstm": "lstm", "gru": "gru"}[first.kind]
-    return kind, first.activation, first.hidden_size
+    return _TORCH_KINDS[first.kind], first.activation, first.hidden_size
+
+
+_TORCH_KINDS = {"elman": "rnn", "lstm": "lstm", "gru": "gru"}  # the cells with a PyTorch counterpart
 
 
 def _params_per_layer(model: Model, params) -> list:
@@ -480,7 +485,7 @@ def carries_from_torch(model: Model, h, c=None):
       A cell carry, a :class:`~rnn_jax.layers.BidirectionalState`, or a tuple per layer.
     """
     cells = _carry_cells(model, "carries_from_torch")
-    is_lstm = cells[0].kind == "lstm"
+    is_lstm = cells[0].carry_type is LSTMState
     if is_lstm != (c is not None):
         raise UserValueError("carries_from_torch: pass c (the cell state) for an LSTM, and only for an LSTM")
     h = _to_jax("h", h, None)
@@ -551,5 +556,5 @@ def carries_to_torch(model: Model, carries):
         h, c = flat[0].hidden, getattr(flat[0], "cell", None)
     else:
         h = jnp.stack([carry.hidden for carry in flat])
-        c = jnp.stack([carry.cell for carry in flat]) if cells[0].kind == "lstm" else None
+        c = jnp.stack([carry.cell for carry in flat]) if cells[0].carry_type is LSTMState else None
     return (_to_torch(h), _to_torch(c)) if c is not None else _to_torch(h)

@@ -85,8 +85,9 @@ BLOCK = 16
 BOUNDED = ("tanh", "sigmoid")
 """Activations whose states stay finite whatever the inputs (see ``masked`` below)."""
 
-KINDS = ("elman", "pascanu")
-"""Cell kinds with a fused path (their one-step Jacobian is ``diag(f') w_hhᵀ``)."""
+RECURRENCES = ("activated", "preactivation")
+"""The cells with a fused path: :attr:`~rnn_jax.cells.Traits.recurrence` set (elman, pascanu;
+their one-step Jacobian is ``diag(f') w_hhᵀ``)."""
 
 class Result(NamedTuple):
     """What :func:`loss_and_grads` returns, one entry per member.
@@ -104,7 +105,7 @@ class Result(NamedTuple):
 
 def supports(cell: Any, *, loss: str, on: str) -> bool:
     """Whether :func:`loss_and_grads` handles this cell, loss and reduction."""
-    return isinstance(cell, Cell) and cell.kind in KINDS and loss in _losses.LOSSES and on in ON
+    return isinstance(cell, Cell) and cell.traits.recurrence in RECURRENCES and loss in _losses.LOSSES and on in ON
 
 
 # ---------------------------------------------------------------- small pieces
@@ -168,7 +169,7 @@ def _weights(lengths: Optional[Array], shape: tuple, on: str, dtype) -> Array:
 def _check(cell, params, xs, targets, loss, on, lengths):
     if not isinstance(cell, Cell):
         raise TypeError(f"cell: expected an rnn_jax Cell (e.g. rnn_jax.elman(8)), got {type(cell).__name__}")
-    if cell.kind not in KINDS:
+    if cell.traits.recurrence not in RECURRENCES:
         raise ValueError(f"fused path: expected an elman or pascanu cell, got a {cell.kind!r} cell")
     check_choice("loss", loss, _losses.LOSSES)
     check_choice("on", on, ON)
@@ -246,7 +247,7 @@ def loss_and_grads(
     hidden = cell.hidden_size
     dtype = xs.dtype
     act = get_activation(cell.activation)
-    elman = cell.kind == "elman"
+    elman = cell.traits.recurrence == "activated"  # else pascanu's: the carry is the pre-activation
     p, r = params.cell, params.readout
     if lengths is not None:
         lengths = jnp.clip(lengths, 0, time).astype(jnp.int32)

@@ -142,7 +142,7 @@ def elman_state_gradients(cell: Cell, w_hh: Array, states: Array, direct: Array)
     Returns:
       ``(batch, time, H)``.
     """
-    if cell.kind != "elman":
+    if cell.traits.recurrence != "activated":
         raise ValueError(f"elman_state_gradients: expected an 'elman' cell (its output is its state), got {cell.kind!r}")
     if states.shape != direct.shape or states.ndim != 3:
         raise ValueError(f"states and direct: expected the same (batch, time, H) shape, got {describe(states)} "
@@ -188,7 +188,7 @@ def loss_and_grad(
     check_choice("loss", kind, LOSSES)
     if alpha is not None:
         regularizer.check_cell(cell)
-        if cell.kind != "elman":
+        if cell.traits.recurrence != "activated":
             raise ValueError(f"loss_and_grad: Ω with per-step losses is implemented for 'elman' cells, got {cell.kind!r}")
     ys, cell_vjp = jax.vjp(lambda p: unroll(cell, p, xs, lengths=lengths)[1], params.cell)
     value, (g_readout, g_ys) = jax.value_and_grad(

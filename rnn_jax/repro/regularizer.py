@@ -75,11 +75,13 @@ class OmegaAux(NamedTuple):
 def check_cell(cell: Cell) -> None:
     """Raise unless Ω is defined for ``cell``: an elman or pascanu cell."""
     _check_is_cell(cell)
-    if cell.kind not in ("elman", "pascanu"):
+    if cell.traits.recurrence is None:
         raise UserValueError(
             f"Ω is defined for Elman-type cells whose one-step Jacobian is diag(σ')·W_hh "
-            f"(kinds 'elman', 'pascanu'); got a {cell.kind!r} cell"
+            f"(cells 'elman', 'pascanu': Traits.recurrence set); got a {cell.kind!r} cell"
         )
+    if cell.traits.recurrence == "activated" and cell.reverse_rule is None:
+        raise UserValueError(f"Ω of an Elman cell uses its ReverseRule (its one-step Jacobian); got {cell!r} without one")
     activations.get(cell.activation)  # σ' known: raises a UserValueError naming the known ones
 
 
@@ -122,8 +124,8 @@ def omega_terms(cell: Cell, w_hh: Array, deltas: Array, states: Array, *, bound:
     deltas = jax.lax.stop_gradient(deltas)
     states = jax.lax.stop_gradient(states)
     act = activations.get(cell.activation)
-    if cell.kind == "elman":
-        v = (deltas * act.derivative_from_output(states)) @ w_hh.T
+    if cell.traits.recurrence == "activated":  # δ_k J_k = (δ_k ⊙ f'(h_k)) w_hhᵀ: the cell's own reverse step
+        v = cell.reverse_rule.backward((), states, cell.carry_type(deltas), 0.0, lambda d: d @ w_hh.T)[0].hidden
     else:
         previous = jnp.concatenate([jnp.zeros_like(states[..., :1, :]), states[..., :-1, :]], axis=-2)
         v = (deltas @ w_hh.T) * act.derivative(previous)

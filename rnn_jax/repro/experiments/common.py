@@ -15,7 +15,6 @@ writes into ``out_dir``:
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -36,11 +35,10 @@ def get_profile(profiles: Dict[str, dict], name: str) -> dict:
     return dict(profiles[check_choice("profile", name, profiles)])
 
 
-@functools.lru_cache(maxsize=None)
 def make_cell(kind: str, hidden_size: int, forget_bias: float = 0.0):
     """The cell of ``kind`` for the reproductions that compare architectures: ``rnn`` (Elman tanh), ``lstm``
-    (with ``forget_bias``), ``gru``. Cached, so every unit of a process uses the same cell object and the
-    jitted functions that take it as a static argument compile once per shape."""
+    (with ``forget_bias``), ``gru``. (Cells compare by configuration, so the jitted functions that take
+    one as a static argument compile once per shape, whichever call made it.)"""
     from rnn_jax import cells
 
     if kind == "rnn":

@@ -161,7 +161,7 @@ def _scaled_curves(params, scale, xs, targets, lengths, *, cell, loss: str, on: 
         deltas = jax.grad(lambda eps: s * diagnostics.perturbed_loss(
             cell, p, xs, targets, eps, loss=loss, on=on, lengths=lengths)[0])(zeros)
         hidden = jnp.mean(_norm(deltas.hidden), axis=0)
-        cell_state = jnp.mean(_norm(deltas.cell), axis=0) if cell.kind == "lstm" else jnp.zeros_like(hidden)
+        cell_state = jnp.mean(_norm(deltas.cell), axis=0) if "cell" in deltas._fields else jnp.zeros_like(hidden)
         return hidden, cell_state
 
     return jax.vmap(one)(params, scale)
