@@ -11,7 +11,9 @@
   (:func:`irprop_minus`), which the counting experiment compares;
 * two guards against a NaN/Inf gradient: :func:`skip_nonfinite` and the original
   code's :func:`original_nonfinite_fallback`; :func:`counters` reads the
-  counters they and the counted clipping keep in their states.
+  counters they and the counted clipping keep in their states;
+* :func:`descent_step`, one update of an optimizer on a loss as a pure function,
+  the step of every hand-written training loop.
 
 Hyperparameters may be Python numbers, arrays or tracers (build the optimizer
 inside ``jax.vmap`` to give each member its own). Where one meets a gradient it
@@ -36,7 +38,7 @@ ScalarOrSchedule = Union[float, Array, Callable[[Array], Array]]
 
 __all__ = [
     "ClipCountState", "TraceWithScheduleState", "NonfiniteFallbackState", "RpropMinusState", "SkipNonfiniteState",
-    "clip_by_global_norm", "clip_by_global_norm_counted", "counters", "irprop_minus", "msgd", "msgd_c",
+    "clip_by_global_norm", "clip_by_global_norm_counted", "counters", "descent_step", "irprop_minus", "msgd", "msgd_c",
     "msgd_cr", "original_nonfinite_fallback", "rprop_minus", "sgd", "skip_nonfinite", "switchover_momentum",
     "teacher_student",
 ]
@@ -572,3 +574,27 @@ def counters(state: Any) -> dict[str, Array]:
         if value is not None:
             found[key] = value
     return found
+
+
+# ---------------------------------------------------------------- one update
+
+
+def descent_step(tx: optax.GradientTransformation, loss_fn: Callable[..., Array]) -> Callable:
+    """One update of ``tx`` on ``loss_fn(params, *args)``, as a pure function (a ``lax.scan`` step).
+
+    Returns ``step((params, opt_state), *args) -> ((params, opt_state), (value, grads))``:
+    ``value, grads = jax.value_and_grad(loss_fn)(params, *args)``, then
+    ``tx.update(grads, opt_state, params)`` and ``optax.apply_updates``. ``value`` and
+    ``grads`` are those of the incoming ``params`` (before the update). It is the loop
+    body the experiments share instead of each writing its own; it does no ``jit``,
+    ``vmap`` or looping itself, so it composes with all three.
+    """
+    value_and_grad = jax.value_and_grad(loss_fn)
+
+    def step(carry: tuple[Any, Any], *args: Any) -> tuple[tuple[Any, Any], tuple[Array, Any]]:
+        params, opt_state = carry
+        value, grads = value_and_grad(params, *args)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), (value, grads)
+
+    return step

@@ -490,3 +490,47 @@ def test_second_jitted_call_does_not_recompile():
     for _ in range(3):
         _, s = update(model_params(rng, np.float32), s)
     assert len(rprop_traces) == 1
+
+
+# ---------------------------------------------------------------- descent_step
+
+
+def test_descent_step_takes_the_hand_computed_steps_on_a_quadratic():
+    """Weight-decayed momentum SGD on ``L(p, A, c) = ½ Σ_leaves (p − c)ᵀ A (p − c)``, whose gradient is
+    ``A (p − c)``, against the same updates written out in NumPy: the step passes ``*args`` to the loss
+    and ``params`` to ``tx.update`` (weight decay reads them), applies the update, and returns the
+    value and gradient of the parameters it started from."""
+    rng = np.random.default_rng(11)
+    m = rng.normal(size=(3, 3))
+    a, c = m @ m.T + 3 * np.eye(3), rng.normal(size=3)
+    p0 = {"u": rng.normal(size=3), "v": rng.normal(size=(2, 3))}
+    lr, mu, wd, steps = 0.05, 0.9, 0.1, 6
+
+    def loss(p, a, c):
+        return sum(0.5 * jnp.sum(((q - c) @ a) * (q - c)) for q in jax.tree_util.tree_leaves(p))
+
+    tx = optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr, momentum=mu))
+    step = jax.jit(optim.descent_step(tx, loss))
+    p_init = {k: jnp.asarray(x) for k, x in p0.items()}
+    carry = (p_init, tx.init(p_init))
+    p, v = {k: x.copy() for k, x in p0.items()}, {k: np.zeros_like(x) for k, x in p0.items()}
+    values = []
+    for _ in range(steps):
+        carry, (value, grads) = step(carry, jnp.asarray(a), jnp.asarray(c))
+        g = {k: (x - c) @ a for k, x in p.items()}  # A symmetric: ∇ of ½ (x − c)ᵀ A (x − c)
+        want = sum(0.5 * np.sum(((x - c) @ a) * (x - c)) for x in p.values())
+        np.testing.assert_allclose(float(value), want, rtol=1e-12)
+        values.append(want)
+        for k in p:
+            np.testing.assert_allclose(np.asarray(grads[k]), g[k], rtol=1e-12, atol=1e-14)
+            v[k] = mu * v[k] + g[k] + wd * p[k]
+            p[k] = p[k] - lr * v[k]
+            np.testing.assert_allclose(np.asarray(carry[0][k]), p[k], rtol=1e-12, atol=1e-14)
+    assert values[-1] < 0.6 * values[0]  # and it descends
+    # as a lax.scan body (the data as the scanned inputs): the same path
+    xs = (jnp.broadcast_to(jnp.asarray(a), (steps, 3, 3)), jnp.broadcast_to(jnp.asarray(c), (steps, 3)))
+    (p_scan, _), (scanned, _) = jax.lax.scan(lambda cr, x: optim.descent_step(tx, loss)(cr, *x),
+                                             (p_init, tx.init(p_init)), xs)
+    np.testing.assert_allclose(np.asarray(scanned), values, rtol=1e-12)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(p_scan[k]), p[k], rtol=1e-12, atol=1e-14)

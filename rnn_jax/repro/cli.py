@@ -82,14 +82,13 @@ def _demo(args) -> int:
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.05, momentum=0.9))
     opt_state = optimizer.init(params32)
 
+    step = rnn_jax.optim.descent_step(optimizer, lambda q, x: rnn_jax.model.loss(cell, q, x, jnp.sum(x, axis=1)))
+
     @jax.jit
     def train_chunk(params, opt_state, key):
         def one(carry, k):
-            p, s = carry
-            x = jnp.round(jax.random.uniform(k, (32, 10, 1)))
-            loss, g = jax.value_and_grad(lambda q: rnn_jax.model.loss(cell, q, x, jnp.sum(x, axis=1)))(p)
-            updates, s = optimizer.update(g, s, p)
-            return (optax.apply_updates(p, updates), s), loss
+            carry, (loss, _) = step(carry, jnp.round(jax.random.uniform(k, (32, 10, 1))))
+            return carry, loss
 
         (params, opt_state), losses = jax.lax.scan(one, (params, opt_state), jax.random.split(key, 100))
         return params, opt_state, losses

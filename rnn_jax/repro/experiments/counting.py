@@ -234,11 +234,11 @@ def optimize(tx: optax.GradientTransformation, w0: jax.Array, xs: jax.Array, tar
     vmap-able over datasets.
     """
 
+    step = optim.descent_step(tx, cost)
+
     def body(carry, _):
-        w, state = carry
-        value, grad = jax.value_and_grad(cost)(w, xs, targets)
-        updates, state = tx.update(grad, state, w)
-        return (optax.apply_updates(w, updates), state), (w, value)
+        new, (value, _) = step(carry, xs, targets)
+        return new, (carry[0], value)
 
     (w_final, _), (path, costs) = jax.lax.scan(body, (w0, tx.init(w0)), None, length=iterations)
     path = jnp.concatenate([path, w_final[None]], axis=0)

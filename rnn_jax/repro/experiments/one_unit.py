@@ -182,11 +182,11 @@ def cross_section(w0: float, half_width: float, points: int, dtype=jnp.float64) 
 def gradient_descent(tx: optax.GradientTransformation, start: jax.Array, steps: int):
     """``steps`` updates of ``tx`` on ``E`` from ``start`` (2,): ``(path (steps+1, 2), E (steps+1,), ‖∇E‖ (steps,))``."""
 
+    step = optim.descent_step(tx, error)
+
     def body(carry, _):
-        wb, state = carry
-        value, grad = jax.value_and_grad(error)(wb)
-        updates, state = tx.update(grad, state, wb)
-        return (optax.apply_updates(wb, updates), state), (wb, value, jnp.linalg.norm(grad))
+        new, (value, grad) = step(carry)
+        return new, (carry[0], value, jnp.linalg.norm(grad))
 
     (final, _), (path, values, norms) = jax.lax.scan(body, (start, tx.init(start)), None, length=steps)
     return jnp.concatenate([path, final[None]]), jnp.concatenate([values, error(final)[None]]), norms

@@ -305,15 +305,12 @@ def train_member(params, opt_state, threshold, inputs, targets, *, num_epochs: i
     Returns:
       ``(params, opt_state, EpochStats)``.
     """
-    optimizer = make_optimizer(threshold, inputs.shape[0], update)
+    cost_fn = lambda p, x, y: model.loss(CELL, p, x[None], y[None], loss="mse", on="last", unroll=unroll)
+    update_fn = optim.descent_step(make_optimizer(threshold, inputs.shape[0], update), cost_fn)
 
     def step(carry, sequence):
-        params, opt_state = carry
-        x, y = sequence
-        cost, grads = jax.value_and_grad(
-            lambda p: model.loss(CELL, p, x[None], y[None], loss="mse", on="last", unroll=unroll))(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), (cost, optax.tree.norm(grads))
+        carry, (cost, grads) = update_fn(carry, *sequence)
+        return carry, (cost, optax.tree.norm(grads))
 
     def epoch(carry, _):
         carry, (costs, norms) = jax.lax.scan(step, carry, (inputs, targets))
