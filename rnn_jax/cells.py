@@ -43,7 +43,7 @@ from rnn_jax._checks import (
 
 __all__ = [
     "Cell", "ElmanParams", "GRUParams", "LSTMParams", "LSTMState", "MGUParams", "ReverseRule", "RNNState", "Traits",
-    "elman", "gru", "lstm", "make", "mgu", "pascanu",
+    "elman", "gru", "lstm", "make", "mgu", "pascanu", "recurrence_vjp",
 ]
 
 Array = jax.Array
@@ -123,6 +123,27 @@ class Traits(NamedTuple):
 
     recurrence: Optional[str] = None
     summed: bool = False
+
+
+def recurrence_vjp(cell: "Cell", delta, times_w_hh_t, output=None, previous_output=None):
+    """One step of an Elman-type recurrence (:attr:`Traits.recurrence`) backwards: ``(d_z, v)``,
+    ``d_z`` the cotangent of the step's pre-activation ``z`` (what the weights' gradients
+    need) and ``v = δ J_k`` the cotangent ``δ`` of the carry after the step carried back to
+    the carry before it; ``times_w_hh_t(a)`` is ``a @ w_hhᵀ`` (batched as the caller needs).
+
+    ``activated`` (:func:`elman`, ``h_k = f(z_k)``): ``d_z = δ ⊙ f'(z_k)``, ``v = d_z w_hhᵀ``,
+    ``f'`` read from ``output`` ``= h_k``; ``preactivation`` (:func:`pascanu`, ``x_k = z_k``):
+    ``d_z = δ``, ``v = (δ w_hhᵀ) ⊙ f'(x_{k-1})``, read from ``previous_output`` ``= f(x_{k-1})``.
+    The one place outside the reference where this Jacobian is written: the elman cell's
+    reverse rule, the regulariser, the closed-form Jacobians and the fused engine use it.
+    """
+    derivative = activations.get(cell.activation).derivative_from_output
+    if cell.traits.recurrence == "activated":
+        d_z = delta * derivative(output)
+        return d_z, times_w_hh_t(d_z)
+    if cell.traits.recurrence == "preactivation":
+        return delta, times_w_hh_t(delta) * derivative(previous_output)
+    raise UserValueError(f"recurrence_vjp: expected an Elman-type cell (elman, pascanu), got {cell!r}")
 
 
 class Cell:
@@ -454,13 +475,14 @@ def elman(
         return RNNState(h), h, ()
 
     def backward(saved, y, d_carry, d_y, times_w_hh_t):
-        d_z = (d_carry.hidden + d_y) * act.derivative_from_output(y)
-        return RNNState(times_w_hh_t(d_z)), (d_z,)
+        d_z, d_previous = recurrence_vjp(cell, d_carry.hidden + d_y, times_w_hh_t, output=y)
+        return RNNState(d_previous), (d_z,)
 
     init = _elman_init("elman", hidden_size, inits)
-    return _build("elman", config, hidden_size, act.name, init, _without_saved(forward), ElmanParams, RNNState,
+    cell = _build("elman", config, hidden_size, act.name, init, _without_saved(forward), ElmanParams, RNNState,
                   _gated_shapes(hidden_size, 1), reverse_rule=ReverseRule(forward, backward),
                   traits=Traits(recurrence="activated"))
+    return cell
 
 
 def pascanu(

@@ -52,7 +52,7 @@ import numpy as np
 from rnn_jax import activations
 from rnn_jax import losses as _losses
 from rnn_jax._checks import UserTypeError, UserValueError, as_lengths, check_choice, check_floating, describe
-from rnn_jax.cells import Cell, check_cell, params_dtype
+from rnn_jax.cells import Cell, check_cell, params_dtype, recurrence_vjp
 from rnn_jax.model import ON, ModelParams, check_model_params, loss_from_outputs
 from rnn_jax.unroll import masked_scan, unroll
 
@@ -249,8 +249,10 @@ def closed_form_step_jacobians(cell: Cell, params, xs: Array, *, initial_carry=N
                              f"got a {cell.kind} cell")
     params = _cell_params(params)
     previous, projected = _previous_carries(cell, params, xs, initial_carry, lengths)
-    if rule is None:
-        jac = params.w_hh.T * activations.get(cell.activation).derivative(previous.hidden)[..., None, :]
+    if rule is None:  # row i: the unit cotangent e_i of x_k carried back
+        eye = jnp.eye(cell.hidden_size, dtype=previous.hidden.dtype)
+        act = activations.get(cell.activation)
+        _, jac = recurrence_vjp(cell, eye, lambda d: d @ params.w_hh.T, previous_output=act.fn(previous.hidden)[..., None, :])
     else:
         _, y, saved = rule.forward(params, previous, projected, previous.hidden @ params.w_hh)
         expand = lambda a: a[..., None, :]  # against the n unit cotangents

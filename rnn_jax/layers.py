@@ -1,6 +1,6 @@
 """Stacked and bidirectional recurrent layers built from the pure cells.
 
-A layer is a ``NamedTuple`` of pure functions, like a :class:`~rnn_jax.cells.Cell`::
+A layer is a ``NamedTuple`` of pure functions over cells (:class:`~rnn_jax.cells.Cell`)::
 
     layer = stacked([bidirectional(lstm(64), lstm(64)), bidirectional(lstm(64), lstm(64))])
     params = layer.init(jax.random.key(0), input_size=8)       # (BidirectionalParams, BidirectionalParams)

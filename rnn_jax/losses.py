@@ -125,7 +125,13 @@ def _mse(predictions, targets, mask, what: str = "targets"):
     targets = targets.astype(predictions.dtype)
     if mask is not None:  # a masked-out target (NaN padding) must not reach the gradient either: 0 * NaN = NaN
         targets = jnp.where(mask[..., None] != 0, targets, jnp.zeros_like(targets))
-    return _masked_mean(jnp.sum((predictions - targets) ** 2, axis=-1), mask)
+    return _masked_mean(squared_errors(predictions, targets), mask)
+
+
+def squared_errors(predictions, targets):
+    """``Σ_features (predictions − targets)²`` at every position (no checks, no mask): the mean
+    squared error before its average, shared with the fused engine (:mod:`rnn_jax.repro.fused`)."""
+    return jnp.sum((predictions - targets) ** 2, axis=-1)
 
 
 def _xent(logits, labels, mask, what: str = "labels"):

@@ -10,7 +10,7 @@ import pytest
 from absl.testing import parameterized
 
 import rnn_jax
-from rnn_jax import initializers
+from rnn_jax import activations, initializers
 from tests.helpers import CELL_CONFIGS, np_sigmoid, random_params
 
 ACT = {"tanh": np.tanh, "sigmoid": np_sigmoid, "relu": lambda x: np.maximum(x, 0), "identity": lambda x: x}
@@ -202,3 +202,26 @@ def test_a_cell_is_immutable_and_replace_names_its_fields():
         cell.hidden_size = 4
     with pytest.raises(TypeError, match="expected fields among"):
         cell.replace(colour="red")
+
+
+@pytest.mark.parametrize("name", ["elman-tanh", "elman-relu", "pascanu-tanh", "pascanu-sigmoid"])
+def test_recurrence_vjp_is_the_transposed_step_jacobian(name):
+    """δ J_k of the Elman-type recurrences against the brute-force Jacobian of the step, and d_z
+    against the autodiff cotangent of the step's pre-activation."""
+    cell = CELL_CONFIGS[name](5)
+    params = random_params(cell, 3, jax.random.key(2))
+    rng = np.random.default_rng(1)
+    previous = jnp.asarray(rng.normal(size=5))
+    xp = jnp.asarray(rng.normal(size=3)) @ params.w_ih + params.b
+    delta = jnp.asarray(rng.normal(size=5))
+    step = lambda h: cell.step_projected(params, cell.carry_type(h), xp)[0].hidden
+    act = activations.get(cell.activation)
+    state = step(previous)
+    d_z, v = rnn_jax.recurrence_vjp(cell, delta, lambda d: d @ params.w_hh.T, output=act.fn(state) if
+                                    name.startswith("pascanu") else state, previous_output=act.fn(previous))
+    np.testing.assert_allclose(v, delta @ jax.jacfwd(step)(previous), rtol=1e-12, atol=1e-12)
+    z = previous @ params.w_hh + xp if name.startswith("elman") else act.fn(previous) @ params.w_hh + xp
+    from_z = lambda zz: cell.combine(params, cell.carry_type(previous), zz, 0.0)[0].hidden  # the carry from z
+    np.testing.assert_allclose(d_z, jax.vjp(from_z, z)[1](delta)[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="expected an Elman-type cell"):
+        rnn_jax.recurrence_vjp(rnn_jax.gru(5), delta, lambda d: d, output=state)

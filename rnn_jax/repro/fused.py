@@ -69,7 +69,7 @@ from rnn_jax import _padding
 from rnn_jax import losses as _losses
 from rnn_jax._checks import UserValueError, check_choice, check_floating, check_integer, describe
 from rnn_jax.activations import get as get_activation
-from rnn_jax.cells import Cell, ElmanParams
+from rnn_jax.cells import Cell, ElmanParams, recurrence_vjp
 from rnn_jax.model import ON, ModelParams
 from rnn_jax.readout import ReadoutParams
 from rnn_jax.repro.regularizer import BOUND, omega_ratios
@@ -134,14 +134,15 @@ def _loss_terms(kind: str, predictions: Array, targets: Array, weights: Array):
     Returns ``(Σ_B weights · value, ∂/∂predictions)`` of shapes (M,) and (M, B, O).
     """
     if kind == "xent":
+        # −Σ logp ⊙ onehot, not losses' gather: the one-hot serves the gradient too, and the engine's
+        # recorded losses keep their bits
         logp = jax.nn.log_softmax(predictions, axis=-1)
         onehot = jax.nn.one_hot(targets, predictions.shape[-1], dtype=predictions.dtype)
         nll = -jnp.sum(logp * onehot, axis=-1)
         grad = (jnp.exp(logp) - onehot) * weights[..., None]
     else:
-        diff = predictions - targets
-        nll = jnp.sum(diff * diff, axis=-1)
-        grad = (2 * diff) * weights[..., None]
+        nll = _losses.squared_errors(predictions, targets)
+        grad = (2 * (predictions - targets)) * weights[..., None]
     return jnp.sum(nll * weights, axis=-1), grad
 
 
@@ -350,17 +351,12 @@ def loss_and_grads(
             readout = ReadoutParams(readout.w + _outer(out, d_pred), readout.b + jnp.sum(d_pred, axis=1))
             g = _bmm(d_pred, w_out_t)  # zero where the weight is (padded steps)
             delta = delta + (g if elman else _times_derivative(cell.activation, g, y_now))
-        d = _times_derivative(cell.activation, delta, y_now) if elman else delta
-        if valid is not None:
-            d = jnp.where(valid, d, 0)
-        v_k = _bmm(d, w_hh_t)
-        if not elman:
-            v_k = _times_derivative(cell.activation, v_k, y_prev)
+        delta_t = delta if valid is None else jnp.where(valid, delta, 0)  # δ_t, 0 at a padded step
+        # d_t, the pre-activation's cotangent, and v_t = δ_t J_t
+        d, v_k = recurrence_vjp(cell, delta_t, lambda a: _bmm(a, w_hh_t), output=y_now, previous_output=y_prev)
         omega_sum, omega_count, omega_w = c.omega_sum, c.omega_count, c.omega_w
         if regularize:
-            # Ω's pair at step t: δ_t (0 at a padded step) and v_t = δ_t J_t
-            delta_t = delta if valid is None else jnp.where(valid, delta, 0)
-            ratio, ok, safe = omega_ratios(delta_t, v_k, bound)
+            ratio, ok, safe = omega_ratios(delta_t, v_k, bound)  # Ω's pair at step t
             omega_sum = omega_sum + jnp.sum((ratio - 1) ** 2, axis=-1)
             omega_count = omega_count + jnp.sum(ok, axis=-1).astype(dtype)
             # ∂(r - 1)²/∂v = 4 (r - 1) v / ‖δ‖²; v = d w_hhᵀ (elman) or (δ w_hhᵀ) ⊙ f'(s_{t-1}) (pascanu)

@@ -47,7 +47,7 @@ import jax.numpy as jnp
 
 from rnn_jax import activations
 from rnn_jax._checks import UserTypeError, UserValueError, check_floating, check_real, describe
-from rnn_jax.cells import Cell, check_cell as _check_is_cell
+from rnn_jax.cells import Cell, check_cell as _check_is_cell, recurrence_vjp
 from rnn_jax.diagnostics import perturbed_loss, state_gradients, zero_perturbations
 from rnn_jax.model import ModelParams
 
@@ -123,12 +123,9 @@ def omega_terms(cell: Cell, w_hh: Array, deltas: Array, states: Array, *, bound:
         )
     deltas = jax.lax.stop_gradient(deltas)
     states = jax.lax.stop_gradient(states)
+    previous = jnp.concatenate([jnp.zeros_like(states[..., :1, :]), states[..., :-1, :]], axis=-2)
     act = activations.get(cell.activation)
-    if cell.traits.recurrence == "activated":  # δ_k J_k = (δ_k ⊙ f'(h_k)) w_hhᵀ: the cell's own reverse step
-        v = cell.reverse_rule.backward((), states, cell.carry_type(deltas), 0.0, lambda d: d @ w_hh.T)[0].hidden
-    else:
-        previous = jnp.concatenate([jnp.zeros_like(states[..., :1, :]), states[..., :-1, :]], axis=-2)
-        v = (deltas @ w_hh.T) * act.derivative(previous)
+    _, v = recurrence_vjp(cell, deltas, lambda d: d @ w_hh.T, output=states, previous_output=act.fn(previous))  # δ_k J_k
     ratios, valid, _ = omega_ratios(deltas, v, bound)
     count = jnp.sum(valid)
     omega = jnp.sum((ratios - 1) ** 2) / jnp.maximum(count, 1).astype(w_hh.dtype)  # invalid pairs add 0
