@@ -138,3 +138,44 @@ def test_rerun_resumes_and_gives_the_same_summary(tiny_run, monkeypatch):
         m.setattr(gates, "run_unit", counting)
         assert _canonical(gates.run(out, "tiny", progress=False)) == _canonical(summary)
     assert calls == [(TASK, LENGTH, gates.PROFILES["tiny"]["cells"][-1])]
+
+
+def test_an_interrupted_unit_resumes_from_its_sweep_to_the_same_record(tiny_run, tmp_path, monkeypatch):
+    """A unit stopped after its first chunk (its sweep's checkpoint written) resumes from its folder
+    and gives the uninterrupted unit's record bit for bit: histories from ``chunks.jsonl``, trained
+    curves from the finished members' parameter files."""
+    out, _ = tiny_run
+    cfg = gates.PROFILES["tiny"]
+    seeds = list(range(cfg["seeds"]))
+    expected = {k: v for k, v in next(r for r in _records(out) if r["cell"] == "lstm").items()
+                if k not in ("key", "seconds")}
+    original = gates.sweep.run_sweep
+
+    class Stop(Exception):
+        pass
+
+    def stop(c, h):
+        raise Stop
+
+    with monkeypatch.context() as m:
+        m.setattr(gates.sweep, "run_sweep", lambda *a, **kw: original(*a, on_chunk=stop, **kw))
+        with pytest.raises(Stop):
+            gates.run_unit(TASK, LENGTH, "lstm", seeds, cfg, str(tmp_path))
+    assert len(gates.sweep.read_results(str(tmp_path / gates.sweep.CHUNKS))) == 1
+    record = gates.run_unit(TASK, LENGTH, "lstm", seeds, cfg, str(tmp_path))
+    assert _canonical(json.loads(json.dumps(record))) == _canonical(expected)
+
+
+def test_histories_fill_in_members_missing_from_a_rewritten_chunk_line():
+    """Member 1 finished in chunk 1, but a kill before that chunk's checkpoint made the resumed run
+    redo chunk 1 without it: its values there come from its results line; later it keeps its error
+    and has no loss."""
+    chunks = [
+        {"chunk": 0, "members": [0, 1], "status": ["running", "running"], "error": [0.5, 0.4], "loss": [1.0, 0.9]},
+        {"chunk": 1, "members": [0], "status": ["running"], "error": [0.3], "loss": [0.8]},
+        {"chunk": 2, "members": [0], "status": ["exhausted"], "error": [None], "loss": [0.7]},
+    ]
+    results = [{"error": None, "metrics": {"loss": 0.7}}, {"error": 0.0, "metrics": {"loss": 0.2}}]
+    errors, losses = gates._histories(chunks, results)
+    assert _canonical(errors) == _canonical([[0.5, 0.3, float("nan")], [0.4, 0.0, 0.0]])
+    assert _canonical(losses) == _canonical([[1.0, 0.8, 0.7], [0.9, 0.2, float("nan")]])

@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -163,3 +164,65 @@ def test_exploding_members_are_reported_and_no_file_holds_nan(tmp_path):
     for r in results:
         z = np.load(sweep.member_params_path(str(tmp_path), r["member"]))
         assert all(np.isfinite(z[k]).all() for k in z.files)
+
+
+def test_transform_init_reaches_training_exactly_as_that_initialisation(tmp_path):
+    """A member whose fresh state ``transform_init`` changed trains bit for bit as a member
+    initialised that way by the engine itself (here: ``init_scale``, which multiplies the
+    cell's initial w_ih and w_hh), and differently from the untransformed member."""
+    import rnn_jax
+    from rnn_jax.repro import tasks, train
+
+    setup = train.Setup(cell=rnn_jax.elman(6, "tanh"), task=tasks.get("adding", min_length=10, max_length=12),
+                        batch_size=8, eval_size=16, eval_batch_size=16)
+    factors = {"half": 0.5, "same": 1.0, "x1.7": 1.7}
+    labelled = [dict(seed=s, learning_rate=0.05, clip=1.0, scale=name) for s, name in enumerate(factors)]
+    scaled = [dict(seed=s, learning_rate=0.05, clip=1.0, init_scale=f) for s, f in enumerate(factors.values())]
+
+    def transform(state, slots):
+        f = jnp.asarray([factors[m["scale"]] for m in slots], setup.dtype)[:, None, None]
+        cell = state.params.cell
+        return state._replace(params=state.params._replace(cell=cell._replace(w_ih=cell.w_ih * f, w_hh=cell.w_hh * f)))
+
+    run = lambda members, folder, **kw: sweep.run_sweep(setup, members, str(tmp_path / folder), max_steps=20,
+                                                       chunk_steps=10, progress=False, **kw)
+    a, b = run(labelled, "transformed", transform_init=transform), run(scaled, "init_scale")
+    plain = run([dict(m, scale="none") for m in labelled], "plain")
+    hp = {"learning_rate": np.full(1, 0.05), "clip": np.full(1, 1.0)}
+    template = jax.tree_util.tree_map(lambda x: x[0], train.init_members(setup, [0], hp).params)
+    params = lambda folder, i: [np.asarray(x).tobytes() for x in jax.tree_util.tree_leaves(
+        sweep.load_member_params(str(tmp_path / folder), i, template))]
+    chunks = lambda folder: [{k: v for k, v in c.items() if k != "fingerprint"}
+                             for c in sweep.read_results(str(tmp_path / folder / sweep.CHUNKS))]
+    assert chunks("transformed") == chunks("init_scale")  # steps, status, loss, error, ... of every chunk
+    for i, name in enumerate(factors):
+        assert {k: a[i][k] for k in ("outcome", "steps", "error", "metrics")} == \
+               {k: b[i][k] for k in ("outcome", "steps", "error", "metrics")}
+        assert params("transformed", i) == params("init_scale", i)
+        assert (params("transformed", i) == params("plain", i)) == (name == "same")
+        assert (a[i]["metrics"] == plain[i]["metrics"]) == (name == "same")
+    with pytest.raises(ValueError, match="transform_init: expected"):
+        run(labelled, "bad", transform_init=lambda s, slots: s._replace(step=s.step[:1]))
+
+
+def test_a_sweep_stopped_after_a_chunk_resumes_to_the_same_files_bit_for_bit(tmp_path):
+    """Resumed from its checkpoint, a sweep writes the uninterrupted run's results and chunk lines
+    (a checkpoint holds its reported chunk's sums of loss etc.: the next chunk must not add to them)."""
+    import rnn_jax
+    from rnn_jax.repro import tasks, train
+
+    setup = train.Setup(cell=rnn_jax.elman(6, "tanh"), task=tasks.get("adding", min_length=10, max_length=12),
+                        batch_size=8, eval_size=16, eval_batch_size=16)
+    members = [dict(seed=s, learning_rate=0.05, clip=1.0) for s in range(3)]
+
+    def stop(chunk, h):
+        raise KeyboardInterrupt
+
+    run = lambda folder, **kw: sweep.run_sweep(setup, members, str(tmp_path / folder), max_steps=30, chunk_steps=10,
+                                              progress=False, compact=False, **kw)
+    whole = run("whole")
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", on_chunk=stop)
+    assert run("resumed") == whole
+    chunks = lambda folder: sweep.read_results(str(tmp_path / folder / sweep.CHUNKS))
+    assert len(chunks("whole")) == 3 and chunks("resumed") == chunks("whole")

@@ -33,7 +33,7 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -401,6 +401,7 @@ def run_sweep(
     on_chunk=None,
     compact: bool = True,
     confirm_size: Optional[int] = None,
+    transform_init: Optional[Callable[[train.MemberState, List[Dict[str, Any]]], train.MemberState]] = None,
 ) -> List[dict]:
     """Train every member until it is solved, diverges or reaches ``max_steps`` updates.
 
@@ -425,6 +426,12 @@ def run_sweep(
         chunks, and a member that passes it is SOLVED only once its error on
         ``confirm_size`` fresh sequences is under the threshold too (the paper: 10,000);
         otherwise it trains on. Its recorded ``error`` is then the confirmed one.
+      transform_init: optional ``(state, slot_members) -> state``, applied to the freshly
+        initialised :class:`~rnn_jax.repro.train.MemberState` of the batch before training
+        (``slot_members[j]``: the member dict of slot ``j``; padding slots repeat a member), e.g.
+        an initial value that ``Setup`` cannot express per member; it must keep every shape.
+        A resumed run starts from its checkpoint (the transformed state), and the fingerprint
+        covers the members, not the function: let the members carry what it reads as labels.
 
     Returns:
       Every member's result record (from this run and earlier ones), by member index.
@@ -467,6 +474,11 @@ def run_sweep(
     except KeyError as e:
         raise UserValueError(f"members: setup.make_optimizer reads the hyperparameter {e}, which the members do not "
                              f"give (they have {sorted(members[0])})") from None
+    if transform_init is not None:
+        shapes = lambda t: jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), t)
+        before, fresh = shapes(fresh), transform_init(fresh, [members[i] for i in padded])
+        if shapes(fresh) != before:
+            raise UserValueError("transform_init: expected a MemberState with the shapes and dtypes of the one it got")
     fresh = fresh._replace(status=fresh.status.at[len(todo):].set(train.EXHAUSTED))
     zeros = np.zeros(len(padded))
     host = {"state": jax.tree_util.tree_map(np.asarray, fresh), "run_max": zeros, "run_explosions": zeros.astype(np.int64)}
@@ -500,7 +512,8 @@ def run_sweep(
         first.setdefault(i, j)
     real = np.array([i in todo_set and first[i] == j for j, i in enumerate(batch_ids.tolist())])
     h = host["state"]
-    h = h._replace(status=np.where(real, np.asarray(h.status), np.where(np.asarray(h.status) == train.RUNNING,
+    h = h._replace(stats=jax.tree_util.tree_map(np.zeros_like, h.stats),  # a checkpoint keeps its reported chunk's sums
+                   status=np.where(real, np.asarray(h.status), np.where(np.asarray(h.status) == train.RUNNING,
                                                                          train.EXHAUSTED, np.asarray(h.status))))
     run_max, run_explosions = np.asarray(host["run_max"], np.float64), np.asarray(host["run_explosions"], np.int64)
     reported = set()

@@ -43,17 +43,21 @@ LSTM 0/4 with either bias, RNN 0/4.)
 
 Units of work: one ``(task, length, cell)`` each -- gradient curves at
 initialisation, training of every seed (and for the LSTM both forget biases as
-members of one vmapped program), gradient curves after training -- appended to
-``results.jsonl``; a rerun skips finished units. Profiles: ``tiny`` (tests:
-temporal order T = 30, tanh RNN and LSTM, 100 updates), ``quick`` (temporal order,
-T = 20 and 50, three cells, 4 seeds, H = 32, up to 1,500 updates), ``full``
-(temporal order and adding, T = 20, 50, 100, 200, H = 50, 10 seeds, up to 20,000
-updates, 10,000 fresh sequences per success check).
+members of one vmapped program: a :func:`~rnn_jax.repro.sweep.run_sweep` in
+``units/<unit>/``), gradient curves after training -- appended to ``results.jsonl``; a
+rerun skips finished units and resumes an unfinished one from its sweep's checkpoint.
+Profiles: ``tiny`` (tests: temporal order T = 30, tanh RNN and LSTM, 100 updates),
+``quick`` (temporal order, T = 20 and 50, three cells, 4 seeds, H = 32, up to 1,500
+updates), ``full`` (temporal order and adding, T = 20, 50, 100, 200, H = 50, 10 seeds,
+up to 20,000 updates, 10,000 fresh sequences per success check).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -64,7 +68,7 @@ import optax
 
 from rnn_jax import cells as _cells
 from rnn_jax import diagnostics, optim
-from rnn_jax.repro import tasks, train
+from rnn_jax.repro import sweep, tasks, train
 from rnn_jax.repro.experiments import common
 from rnn_jax.repro.tasks.base import lengths as batch_lengths
 
@@ -232,48 +236,54 @@ def make_setup(task_name: str, length: int, cell_kind: str, cfg: dict) -> train.
     )
 
 
-def run_unit(task_name: str, length: int, cell_kind: str, seeds: Sequence[int], cfg: dict) -> dict:
+def run_unit(task_name: str, length: int, cell_kind: str, seeds: Sequence[int], cfg: dict,
+             out_dir: Optional[str] = None, progress: bool = False) -> dict:
     """Gradient curves at initialisation, training to success or ``max_steps``, curves after training.
+
+    Training is one :func:`~rnn_jax.repro.sweep.run_sweep` of every (forget bias, seed) member
+    in ``out_dir`` (resumable; a temporary folder when None), without compaction: the members
+    share one vmapped program from start to end, finished members frozen in it.
 
     Returns the unit's record: per member its seed, forget bias, outcome, updates,
     final error, error after every chunk, and the two gradient curves with their
     ratios ``‖δ_1‖/‖δ_T‖``.
     """
+    if out_dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return run_unit(task_name, length, cell_kind, seeds, cfg, tmp, progress)
     setup = make_setup(task_name, length, cell_kind, cfg)
-    members = [(fb, seed) for fb in variants(cell_kind) for seed in seeds]
+    forget_bias = {variant_name(cell_kind, fb): fb for fb in variants(cell_kind)}
+    members = [dict(seed=seed, learning_rate=LEARNING_RATE, clip=CLIP_THRESHOLD, variant=v)
+               for v in forget_bias for seed in seeds]
+
+    def shift(state, slots):  # each LSTM member's forget bias (a label of the member)
+        if cell_kind != "lstm":
+            return state
+        return with_forget_bias(state, cfg["hidden_size"], [forget_bias[m["variant"]] for m in slots])
+
     m = len(members)
     hparams = {"learning_rate": np.full(m, LEARNING_RATE), "clip": np.full(m, CLIP_THRESHOLD)}
-    state = train.init_members(setup, [seed for _, seed in members], hparams)
-    if cell_kind == "lstm":
-        state = with_forget_bias(state, cfg["hidden_size"], [fb for fb, _ in members])
-
+    initial = shift(train.init_members(setup, [mb["seed"] for mb in members], hparams), members).params
     xs, targets, lens = diagnostic_batch(setup.task, cfg["diag_batch"], length)
     valid = int(lens[0])  # one length per minibatch: every sequence of the batch has it
     curves = lambda params: gradient_curves(setup.cell, params, xs, targets, lens, loss=setup.task.loss,
                                             on=setup.task.on)
-    init_hidden, init_cell = curves(state.params)
+    init_hidden, init_cell = curves(initial)
 
-    history, loss_history = [], []
-    while True:
-        state = train.train_chunk(setup, hparams, state, cfg["chunk_steps"])
-        state = train.evaluate_members(setup, state)
-        status, step = np.asarray(state.status), np.asarray(state.step)
-        status = np.where((status == train.RUNNING) & (step >= cfg["max_steps"]), train.EXHAUSTED, status)
-        state = state._replace(status=jnp.asarray(status, jnp.int32))
-        history.append([float(e) for e in np.asarray(state.error, np.float64)])
-        loss_history.append([float(v) for v in train.stats_means(state.stats)["loss"]])
-        state = train.reset_stats(state)
-        if not np.any(status == train.RUNNING):
-            break
-    trained_hidden, trained_cell = curves(state.params)
+    results = sweep.run_sweep(setup, members, out_dir, max_steps=cfg["max_steps"], chunk_steps=cfg["chunk_steps"],
+                              progress=progress, compact=False, transform_init=shift)
+    history, loss_history = _histories(sweep.read_results(os.path.join(out_dir, sweep.CHUNKS)), results)
+    one = jax.tree_util.tree_map(lambda a: a[0], initial)
+    trained = [sweep.load_member_params(out_dir, i, one) for i in range(m)]
+    trained_hidden, trained_cell = curves(jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trained))
 
     records = []
-    for i, (fb, seed) in enumerate(members):
+    for i, (member, result) in enumerate(zip(members, results)):
+        fb = forget_bias[member["variant"]]
         records.append({
-            "seed": seed, "forget_bias": fb, "variant": variant_name(cell_kind, fb),
-            "outcome": train.STATUS_NAMES[int(status[i])], "steps": int(step[i]),
-            "error": history[-1][i],
-            "error_history": [h[i] for h in history], "loss_history": [h[i] for h in loss_history],
+            "seed": member["seed"], "forget_bias": fb, "variant": member["variant"],
+            "outcome": result["outcome"], "steps": result["steps"],
+            "error": history[i][-1], "error_history": history[i], "loss_history": loss_history[i],
             "init": {"curve": init_hidden[i, :valid].tolist(), "cell_curve": init_cell[i, :valid].tolist(),
                      "ratio": curve_ratio(init_hidden[i], valid)},
             "trained": {"curve": trained_hidden[i, :valid].tolist(), "cell_curve": trained_cell[i, :valid].tolist(),
@@ -281,6 +291,34 @@ def run_unit(task_name: str, length: int, cell_kind: str, seeds: Sequence[int], 
         })
     return {"task": task_name, "length": length, "cell": cell_kind, "valid_steps": valid,
             "chunk_steps": cfg["chunk_steps"], "members": records}
+
+
+def _histories(chunks: List[dict], results: List[dict]):
+    """Every member's error and mean loss after every chunk of its sweep, from ``chunks.jsonl``.
+
+    A chunk's line lists the members still reported (running until that chunk's end); a member
+    that finished earlier keeps its error and has no loss (nan). A line rewritten by a resumed
+    run lacks the members whose results line was written before the kill: their values for that
+    chunk are those of the results line.
+    """
+    nan = lambda v: float("nan") if v is None else float(v)
+    errors, losses = [[] for _ in results], [[] for _ in results]
+    finished = [False] * len(results)
+    for line in sorted(chunks, key=lambda c: c["chunk"]):
+        slot = {i: j for j, i in enumerate(line["members"])}
+        for i, r in enumerate(results):
+            if i in slot:
+                errors[i].append(nan(line["error"][slot[i]]))
+                losses[i].append(nan(line["loss"][slot[i]]))
+                finished[i] = line["status"][slot[i]] != "running"
+            elif finished[i]:
+                errors[i].append(errors[i][-1])
+                losses[i].append(float("nan"))
+            else:
+                errors[i].append(nan(r["error"]))
+                losses[i].append(nan(r["metrics"]["loss"]))
+                finished[i] = True
+    return errors, losses
 
 
 # ---------------------------------------------------------------- the run
@@ -297,7 +335,7 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
 
     Writes ``results.jsonl`` (one line per (task, length, cell)), ``table.md``,
     ``grad_over_time.png``, ``success_vs_length.png``, ``learning_curves.png`` and
-    ``summary.json``.
+    ``summary.json``; each unit's sweep files are in ``units/``.
     """
     cfg = common.get_profile(PROFILES, profile)
     seeds = common.seed_list(seeds, cfg)
@@ -310,7 +348,8 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
             prog.update(note=f"{task_name} T={length} {cell_kind} (done before)")
             continue
         start = time.perf_counter()
-        record = run_unit(task_name, length, cell_kind, seeds, cfg)
+        folder = f"{task_name}_T{length}_{cell_kind}_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+        record = run_unit(task_name, length, cell_kind, seeds, cfg, os.path.join(out_dir, "units", folder), progress)
         record["seconds"] = time.perf_counter() - start
         results.add(key, record)
         solved = sum(r["outcome"] == "solved" for r in record["members"])
