@@ -38,7 +38,7 @@ ScalarOrSchedule = Union[float, Array, Callable[[Array], Array]]
 
 __all__ = [
     "ClipCountState", "TraceWithScheduleState", "NonfiniteFallbackState", "RpropMinusState", "SkipNonfiniteState",
-    "clip_by_global_norm", "clip_by_global_norm_counted", "counters", "descent_step", "irprop_minus", "msgd", "msgd_c",
+    "clip_by_global_norm", "clip_by_global_norm_counted", "counters", "descent_step", "irprop_minus", "is_clipped", "msgd", "msgd_c",
     "msgd_cr", "original_nonfinite_fallback", "rprop_minus", "sgd", "skip_nonfinite", "switchover_momentum",
     "teacher_student",
 ]
@@ -190,6 +190,12 @@ def clip_by_global_norm(threshold: Union[float, Array]) -> optax.GradientTransfo
     return _stateless(lambda updates: _clip(updates, threshold)[0])
 
 
+def is_clipped(norm: Array, threshold) -> Array:
+    """Whether :func:`clip_by_global_norm` rescales a gradient of norm ``norm``: ``‖g‖ ≥ threshold``,
+    or a NaN norm. The one definition of a clipped update (the counters, the engine's statistics)."""
+    return jnp.logical_not(norm < _like(threshold, norm))
+
+
 class ClipCountState(NamedTuple):
     num_steps: Array  # int32 (): updates seen
     num_clipped: Array  # int32 (): of which rescaled (‖g‖ ≥ threshold or ‖g‖ NaN)
@@ -218,7 +224,7 @@ def clip_by_global_norm_counted(threshold: Union[float, Array]) -> optax.Gradien
     def update_fn(updates, state, params=None):
         updates, norm = _clip(updates, threshold)
         norm = norm.astype(state.last_norm.dtype)
-        clipped = jnp.logical_not(norm < _like(threshold, norm))
+        clipped = is_clipped(norm, threshold)
         return updates, ClipCountState(
             num_steps=optax.safe_increment(state.num_steps),
             num_clipped=jnp.where(clipped, optax.safe_increment(state.num_clipped), state.num_clipped),

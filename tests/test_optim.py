@@ -534,3 +534,16 @@ def test_descent_step_takes_the_hand_computed_steps_on_a_quadratic():
     np.testing.assert_allclose(np.asarray(scanned), values, rtol=1e-12)
     for k in p:
         np.testing.assert_allclose(np.asarray(p_scan[k]), p[k], rtol=1e-12, atol=1e-14)
+
+
+def test_is_clipped_is_algorithm_1s_condition_and_what_the_counter_counts():
+    """‖g‖ ≥ threshold (equality included: rescaled by 1) or a NaN norm; the counted chain and the
+    engine's statistics read this one definition."""
+    norms = jnp.array([0.5, 1.0, 1.5, jnp.inf, jnp.nan], jnp.float32)
+    np.testing.assert_array_equal(optim.is_clipped(norms, 1.0), [False, True, True, True, True])
+    np.testing.assert_array_equal(optim.is_clipped(norms, jnp.inf), [False, False, False, True, True])
+    tx = optim.clip_by_global_norm_counted(1.0)
+    state = tx.init(jnp.zeros(2, jnp.float32))
+    for n in norms:
+        _, state = tx.update(jnp.array([n, 0.0], jnp.float32), state)
+    assert int(state.num_clipped) == int(np.sum(np.asarray(optim.is_clipped(norms, 1.0))))

@@ -268,7 +268,7 @@ def train_step(setup: Setup, hp: Hparams, state: MemberState, step_limit: Option
     commit = running & finite
     keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(commit, n, o), new, old)
     grad_norm = optax.tree.norm(grads)
-    clipped = grad_norm > hp["clip"] if "clip" in hp else jnp.zeros((), bool)
+    clipped = optim.is_clipped(grad_norm, hp["clip"]) if "clip" in hp else jnp.zeros((), bool)
     s = state.stats
     c = commit.astype(jnp.int32)
     applied_norm = jnp.where(commit, grad_norm, 0).astype(s.grad_norm.dtype)

@@ -153,7 +153,7 @@ def update(program: Program, hp: Hparams, state: State, data, max_steps) -> tupl
     )
     nan = jnp.full((), jnp.nan, program.dtype)
     record = (jnp.where(active, loss, nan), jnp.where(active, norm.astype(program.dtype), nan),
-              active & ~(norm < hp.clip), jnp.where(active, omega, nan))
+              active & optim.is_clipped(norm, hp.clip), jnp.where(active, omega, nan))
     return new_state, record
 
 
