@@ -270,7 +270,10 @@ def run_unit(task_name: str, length: int, cell_kind: str, seeds: Sequence[int], 
                                             on=setup.task.on)
     init_hidden, init_cell = curves(initial)
 
+    # one device: a unit's 2-20 members gain nothing from sharding, and XLA:CPU's float32 results depend
+    # on the batch each device holds, so the unit computes what it did before it ran through run_sweep
     results = sweep.run_sweep(setup, members, out_dir, max_steps=cfg["max_steps"], chunk_steps=cfg["chunk_steps"],
+                              mesh=sweep.member_mesh(jax.local_devices()[:1]),
                               progress=progress, compact=False, transform_init=shift)
     history, loss_history = _histories(sweep.read_results(os.path.join(out_dir, sweep.CHUNKS)), results)
     one = jax.tree_util.tree_map(lambda a: a[0], initial)
