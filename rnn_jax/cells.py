@@ -194,6 +194,12 @@ class Cell:
     def __setattr__(self, name, value):
         raise AttributeError(f"Cell is immutable; build a new one with rnn_jax.{self.kind}(...)")
 
+    def __copy__(self):  # immutable: a copy is the cell itself
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     def _key(self):
         return (self.kind, self.config)
 

@@ -202,6 +202,9 @@ def test_a_cell_is_immutable_and_replace_names_its_fields():
         cell.hidden_size = 4
     with pytest.raises(TypeError, match="expected fields among"):
         cell.replace(colour="red")
+    import copy
+
+    assert copy.copy(cell) is cell and copy.deepcopy({"cell": cell})["cell"] is cell
 
 
 @pytest.mark.parametrize("name", ["elman-tanh", "elman-relu", "pascanu-tanh", "pascanu-sigmoid"])
