@@ -25,6 +25,7 @@ import numpy as np
 
 from rnn_jax._checks import UserTypeError, UserValueError, check_choice
 from rnn_jax.repro import sweep
+from rnn_jax.repro.experiments import verdicts as _verdicts
 from rnn_jax.repro.sweep import append_results, read_results
 
 PROFILE_NAMES = ("tiny", "quick", "full")
@@ -311,6 +312,15 @@ def claim_folder(out_dir: str, experiment: str, settings: dict) -> None:
 
 README_BEGIN = "<!-- begin {name}: generated from results/{name}/summary.json and provenance.json -->"
 README_END = "<!-- end {name} -->"
+
+
+def verdicts_or_note(decide: Optional[Callable[[], list]], note: str):
+    """``(verdicts as dicts, their markdown)`` from ``decide()`` when the profile decides claims (``decide``
+    given); else ``(None, a Verdicts section holding note)``, what a smoke profile prints instead."""
+    if not decide:
+        return None, "\n## Verdicts\n\n" + note + "\n"
+    decided = decide()
+    return [v.as_dict() for v in decided], _verdicts.render_markdown(decided)
 
 
 def verdict_lines(verdicts: Sequence[dict]) -> List[str]:

@@ -561,12 +561,9 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
         bar.update(note=f"claim: {solved}/{len(crecs)} solved")
 
     rows = aggregate(records, task_names, optimizers, baselines)
-    if settings.get("verdicts"):
-        decided = verdicts.pathological_verdicts(records, tasks=list(task_names))
-        verdict_text = verdicts.render_markdown(decided)
-        decided = [v.as_dict() for v in decided]
-    else:
-        decided, verdict_text = None, "\n## Verdicts\n\n" + SMOKE_NOTE + "\n"
+    decided, verdict_text = common.verdicts_or_note(
+        settings.get("verdicts") and (lambda: verdicts.pathological_verdicts(records, tasks=list(task_names))),
+        SMOKE_NOTE)
     summary = {
         "experiment": NAME,
         "profile": profile,

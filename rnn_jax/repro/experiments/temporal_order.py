@@ -288,13 +288,10 @@ def run(out_dir: str, profile: str = "quick", seeds=None, progress: bool = True)
                and r["length"] in lengths and r["optimizer"] in optimizers]
     rows = aggregate(records, schemes, lengths, optimizers)
     why = explanation(rows, schemes, lengths, optimizers)
-    if settings.get("verdicts"):
-        decided = verdicts.temporal_order_verdicts(records, long_lengths=settings.get("long_lengths"),
-                                                   short_lengths=settings.get("short_lengths"))
-        verdict_text = verdicts.render_markdown(decided)
-        decided = [v.as_dict() for v in decided]
-    else:
-        decided, verdict_text = None, "\n## Verdicts\n\n" + SMOKE_NOTE + "\n"
+    decided, verdict_text = common.verdicts_or_note(
+        settings.get("verdicts") and (lambda: verdicts.temporal_order_verdicts(
+            records, long_lengths=settings.get("long_lengths"), short_lengths=settings.get("short_lengths"))),
+        SMOKE_NOTE)
     summary = {
         "experiment": NAME,
         "profile": profile,
